@@ -1,0 +1,27 @@
+# Two commands on a fresh machine (only Python 3.10+ needed):
+#   make run    the main job (configs/quickstart.py) on built-in synthetic data, into $(WORKDIR)
+#   make test   the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/quickstart
+
+.PHONY: install run test bench clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m launch.run --config configs/quickstart.py --workdir $(WORKDIR)
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs
