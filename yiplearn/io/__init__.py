@@ -1,0 +1,1 @@
+"""Workdir I/O: checkpoints (orbax), metric writers, atomic result tables, plots, progress logs."""

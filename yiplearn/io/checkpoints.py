@@ -1,0 +1,88 @@
+"""Orbax checkpointing of a state pytree plus a JSON `extra` dict, with resume from the workdir.
+
+`Checkpointer(dir).save(step, state, extra={...})` writes synchronously and atomically (orbax
+renames a finished temporary directory), keeps the newest `max_to_keep`, and
+`restore(None, target)` returns the newest one. Nothing is unpickled: arrays come from
+tensorstore/OCDBT and `extra` from JSON.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be restored into the requested structure."""
+
+
+def _abstract(target: Any) -> Any:
+  def leaf(x):
+    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+  return jax.tree_util.tree_map(leaf, target)
+
+
+class Checkpointer:
+  """A thin wrapper over `ocp.CheckpointManager` with items `state` (pytree) and `extra` (JSON)."""
+
+  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3):
+    if max_to_keep is not None and max_to_keep < 1:
+      raise ValueError(f"max_to_keep={max_to_keep}: expected a positive integer or None (keep all)")
+    self.directory = os.path.abspath(os.fspath(directory))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+        cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "extra"))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, *, extra: dict | None = None, force: bool = True) -> None:
+    """Saves `state` (a pytree of arrays) and `extra` (JSON-serialisable) as checkpoint `step`."""
+    self._manager.save(
+        int(step),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                extra=ocp.args.JsonSave(dict(extra or {}))),
+        force=force)
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int | None, target: Any) -> tuple[Any, dict]:
+    """Restores checkpoint `step` (None: the newest) into the structure, shapes and dtypes of `target`.
+
+    Raises FileNotFoundError when there is no checkpoint and CheckpointError when the stored
+    tree does not match `target` (another architecture, a truncated or corrupt checkpoint).
+    """
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint in {self.directory}: expected a step directory written by "
+                                "Checkpointer.save (run the training experiment first)")
+    elif step not in self._manager.all_steps():
+      raise FileNotFoundError(f"checkpoint step={step} not in {self.directory}; available: {self.all_steps()}")
+    try:
+      restored = self._manager.restore(
+          int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)),
+                                             extra=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for mismatches and corruption
+      raise CheckpointError(
+          f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored into the expected "
+          f"structure (another architecture, or a corrupt/truncated checkpoint): {type(e).__name__}: "
+          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    return restored["state"], dict(restored["extra"] or {})
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

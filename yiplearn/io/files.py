@@ -1,0 +1,65 @@
+"""Atomic file writers: a result file is either absent or complete, never half-written.
+
+Each writer writes to a temporary file in the destination directory, flushes and fsyncs it,
+then renames it over the destination (atomic on POSIX file systems).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def _json_default(obj: Any) -> Any:
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if hasattr(obj, "tolist"):  # jax arrays
+    return np.asarray(obj).tolist()
+  if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
+    return obj.to_dict()
+  if isinstance(obj, (set, tuple)):
+    return list(obj)
+  return str(obj)
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+  """JSON text for results: numpy/jax scalars and arrays become plain numbers and lists."""
+  return json.dumps(obj, indent=indent, default=_json_default, sort_keys=False)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically."""
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes `obj` as indented JSON to `path` atomically (numpy values converted)."""
+  atomic_write_text(path, to_json(obj) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  with open(path, "r", encoding="utf-8") as f:
+    return json.load(f)

@@ -1,0 +1,84 @@
+"""Metric writers: `metrics.jsonl` plus TensorBoard event files (tensorboardX), process 0 only."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from yiplearn.io.files import _json_default
+
+
+def _is_writer_process() -> bool:
+  return jax.process_index() == 0
+
+
+class JsonlWriter:
+  """Appends one JSON object per line; each line is flushed so a crash loses no finished record."""
+
+  def __init__(self, path: str | os.PathLike, *, append: bool = True):
+    self.path = os.fspath(path)
+    self._f = None
+    if _is_writer_process():
+      os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+      self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    if self._f is None:
+      return
+    self._f.write(json.dumps(dict(record), default=_json_default) + "\n")
+    self._f.flush()
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.flush()
+      os.fsync(self._f.fileno())
+      self._f.close()
+      self._f = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+class MetricWriter:
+  """Scalars to `<workdir>/metrics.jsonl` and TensorBoard events under `<workdir>/tensorboard`."""
+
+  def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+    self.workdir = os.fspath(workdir)
+    self._jsonl = JsonlWriter(os.path.join(self.workdir, "metrics.jsonl"))
+    self._tb = None
+    if tensorboard and _is_writer_process():
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(self.workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, Any], **tags: Any) -> None:
+    """Writes scalar metrics for `step`; `tags` (strings) go to the JSONL record only."""
+    values = {}
+    for name, value in scalars.items():
+      v = float(np.asarray(value))
+      values[name] = v
+      if self._tb is not None:
+        self._tb.add_scalar(name, v, global_step=int(step))
+    self._jsonl.write({"step": int(step), "time": time.time(), **tags, **values})
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
