@@ -1,0 +1,95 @@
+"""Shared pieces of the interactive-segmentation experiments: data selection and the model.
+
+The `data` sub-config of `pretrain` and `adapt_interactive`:
+
+    name        builder name (synthetic_fundus, synthetic_mri, lgg_kaggle_3m, rimone_dl, drishti_gs1)
+    kwargs      builder config kwargs (e.g. {'domain': 'camera_b', 'image_size': 64} or {'variant': 'all_slices'})
+    split       split to read ('train', 'test', 'validation', ...)
+    manual_dir  manual directory of a real dataset ('' for synthetic ones)
+    sequence    LGG only: 'flair' | 't1' | 't1c' selects that channel and drops FLAIR-copy patients
+    channels    explicit channel indices (used when `sequence` is empty; empty = all channels)
+    sites       LGG only: keep these sites (empty = all); exclude_sites: drop these
+    image_size  resize to this square size (0 = keep)
+    norm        'unit' | 'zscore'
+    foreground_only  keep only images with a non-empty mask (a click needs an object)
+    max_images  keep at most this many, in order (0 = all)
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from yiplearn.data import prepare, registry
+from yiplearn.models.unet import UNet
+
+
+def _default_lgg_dir() -> str:
+  here = os.path.dirname(os.path.abspath(__file__))
+  return os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "data", "lgg_kaggle_3m"))
+
+
+def manual_dir(data: ml_collections.ConfigDict) -> str | None:
+  """The manual directory of a real dataset: config, then `$YIPLEARN_<NAME>_DIR`, then ../shared for LGG."""
+  if data.get("manual_dir", ""):
+    return data.manual_dir
+  env = os.environ.get(f"YIPLEARN_{data.name.upper().split('_')[0]}_DIR")
+  if env:
+    return env
+  if data.name == "lgg_kaggle_3m":
+    return _default_lgg_dir()
+  return None
+
+
+def load_segmentation(data: ml_collections.ConfigDict, workdir: str, *, split: str | None = None,
+                      data_dir: str | None = None) -> dict[str, Any]:
+  """Reads, filters and prepares a segmentation split: images (N,S,S,C) float32, masks (N,S,S) int32, ids."""
+  split = split or data.split
+  arrays = registry.load_arrays(data.name, split, data_dir=data_dir or registry.default_data_dir(workdir),
+                                manual_dir=manual_dir(data), **dict(data.get("kwargs", {}) or {}))
+  if not arrays:
+    raise ValueError(f"data.split={split!r} of {data.name} is empty: expected at least one image")
+  keep = np.ones(len(arrays["image"]), bool)
+  channels = list(data.get("channels", ()) or ()) or None
+  sequence = data.get("sequence", "")
+  if sequence:
+    if "pre_is_flair_copy" not in arrays:
+      raise ValueError(f"data.sequence={sequence!r} is for lgg_kaggle_3m; dataset {data.name!r} has no sequences")
+    keep &= prepare.lgg_channel_filter(arrays, sequence)
+    channels = [prepare.lgg_channel(sequence)]
+  sites = tuple(data.get("sites", ()) or ())
+  exclude = tuple(data.get("exclude_sites", ()) or ())
+  if sites or exclude:
+    if "site" not in arrays:
+      raise ValueError(f"data.sites/exclude_sites are for datasets with a 'site' field; {data.name!r} has none")
+    known = sorted(set(arrays["site"].tolist()))
+    for s in sites + exclude:
+      if s not in known:
+        raise ValueError(f"data.sites: site {s!r} not in split {split!r}; sites there: {known}")
+    if sites:
+      keep &= np.isin(arrays["site"], sites)
+    keep &= ~np.isin(arrays["site"], exclude)
+  if data.get("foreground_only", True):
+    keep &= arrays["mask"].reshape(len(keep), -1).max(axis=1) > 0
+  arrays = prepare.select(arrays, keep)
+  if data.get("max_images", 0):
+    arrays = {k: v[: int(data.max_images)] for k, v in arrays.items()}
+  if len(arrays["image"]) == 0:
+    raise ValueError(f"no images left in {data.name}/{split} after filtering (sequence={sequence!r}, "
+                     f"sites={sites}, exclude_sites={exclude}): expected at least one")
+  images, masks = prepare.prepare_segmentation(arrays, channels=channels, image_size=data.get("image_size", 0),
+                                               norm=data.get("norm", "unit"))
+  ids = arrays.get("id", np.array([str(i) for i in range(len(images))]))
+  return {"images": images, "masks": masks, "ids": np.asarray(ids), "arrays": arrays}
+
+
+def make_unet(model: ml_collections.ConfigDict, num_classes: int) -> UNet:
+  return UNet(num_classes=num_classes, widths=tuple(model.widths), bottleneck=int(model.bottleneck),
+              norm=model.norm)
+
+
+def input_channels(image_channels: int, num_classes: int, prev_mask: bool) -> int:
+  """Model input width: image channels ++ one guidance map per class (++ previous mask)."""
+  return image_channels + num_classes + int(bool(prev_mask))
