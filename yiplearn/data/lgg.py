@@ -25,7 +25,8 @@ Configs (``LggKaggle3m.make_config(variant=..., split_fractions=..., stratify_by
 Splits ``train`` / ``validation`` / ``test`` are BY PATIENT: patients are ordered by
 ``sha256(patient)`` and, within each site (``stratify_by_site=True``, default) or globally,
 the first ``round(n * f_train)`` go to train, the next up to ``round(n * (f_train + f_val))`` to
-validation, the rest to test. Use the TFDS split string ``'train+validation+test'`` for all.
+validation, the rest to test. A split that receives no patient (tiny folders, a zero fraction)
+is left out. Use the TFDS split string ``'train+validation+test'`` for all records.
 """
 
 from __future__ import annotations
@@ -258,8 +259,15 @@ class LggKaggle3m(tfds.core.GeneratorBasedBuilder):
                                cfg.split_fractions, cfg.stratify_by_site)
     logging.info('%s: %d patients, %d slices under %s', NAME, len(patients),
                  sum(len(v) for v in release.values()), root)
-    return {s: self._generate_examples(release, [p for p in patients if assignment[p] == s])
-            for s in SPLITS}
+    out = {}
+    for s in SPLITS:
+      members = [p for p in patients if assignment[p] == s]
+      if members:  # TFDS cannot write an empty split: leave it out.
+        out[s] = self._generate_examples(release, members)
+      else:
+        logging.warning('%s: split %r has no patients (fractions %s) and is left out',
+                        NAME, s, cfg.split_fractions)
+    return out
 
   def _generate_examples(self, release: dict, patients: Sequence[str]
                          ) -> Iterator[tuple[str, dict]]:
