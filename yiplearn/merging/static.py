@@ -1,0 +1,144 @@
+"""Static (data-free or source-data) merges of K experts fine-tuned from a shared base.
+
+All functions take `experts` as a stacked pytree (leaves (K, ...), see `tree.stack`) and the
+base pytree theta_0 of the same structure without the K axis, and return one merged pytree.
+They apply to every leaf given (params and BatchNorm statistics alike); pass a sub-tree to merge
+only part of a model.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+
+from yiplearn.merging import tree as tr
+
+PyTree = Any
+
+
+def _check_fraction(name: str, value: float, lo_open: bool, hi_open: bool) -> None:
+  ok_lo = value > 0 if lo_open else value >= 0
+  ok_hi = value < 1 if hi_open else value <= 1
+  if not (ok_lo and ok_hi):
+    lo, hi = ('(' if lo_open else '['), (')' if hi_open else ']')
+    raise ValueError(f'{name}={value}; expected a value in {lo}0, 1{hi}')
+
+
+def mean_merge(experts: PyTree) -> PyTree:
+  """Uniform soup: (1/K) sum_k theta_k."""
+  return jax.tree.map(lambda x: jnp.mean(x, axis=0), experts)
+
+
+def task_arithmetic(experts: PyTree, base: PyTree, scale: float = 0.3) -> PyTree:
+  """theta_0 + scale * sum_k tau_k (Ilharco et al. 2023)."""
+  return tr.add_scaled(base, jax.tree.map(lambda t: t.sum(0), tr.task_vectors(experts, base)),
+                       scale)
+
+
+def ties_vector(tau: PyTree, density: float = 0.2) -> PyTree:
+  """TIES-merged task vector from stacked task vectors tau (K, ...) (Yadav et al. 2023).
+
+  1. Trim: per task, keep the top `density` fraction of entries by magnitude over the whole
+     (flattened) task vector, zero the rest. 2. Elect: sign of the sum of trimmed values per entry.
+  3. Disjoint mean: mean over the tasks whose trimmed value is non-zero and agrees with that sign.
+  """
+  _check_fraction('density', density, lo_open=True, hi_open=False)
+  flat, unravel = tr.ravel_stacked(tau)
+  k, n = flat.shape
+  keep = max(1, int(round(density * n)))
+  # Threshold = keep-th largest magnitude per task (ties at the threshold are kept).
+  thresh = jax.lax.top_k(jnp.abs(flat), keep)[0][:, -1:]
+  trimmed = jnp.where(jnp.abs(flat) >= thresh, flat, 0.0)
+  sign = jnp.sign(trimmed.sum(0))
+  agree = (jnp.sign(trimmed) == sign[None]) & (trimmed != 0)
+  count = agree.sum(0)
+  merged = jnp.where(agree, trimmed, 0.0).sum(0) / jnp.maximum(count, 1)
+  return unravel(merged)
+
+
+def ties_merge(experts: PyTree, base: PyTree, density: float = 0.2, scale: float = 1.0) -> PyTree:
+  """theta_0 + scale * TIES(tau)."""
+  return tr.add_scaled(base, ties_vector(tr.task_vectors(experts, base), density), scale)
+
+
+def dare(tau: PyTree, key: jax.Array, drop_rate: float = 0.5) -> PyTree:
+  """Drop And REscale (Yu et al. 2024): zero each task-vector entry with probability `drop_rate`
+  and rescale the survivors by 1 / (1 - drop_rate). One independent Bernoulli draw per entry of
+  the stacked tau (K, ...); the key for leaf i is fold_in(key, i)."""
+  _check_fraction('drop_rate', drop_rate, lo_open=False, hi_open=True)
+  leaves, treedef = jax.tree.flatten(tau)
+  out = []
+  for i, t in enumerate(leaves):
+    keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - drop_rate, t.shape)
+    out.append(jnp.where(keep, t / (1.0 - drop_rate), 0.0).astype(t.dtype))
+  return jax.tree.unflatten(treedef, out)
+
+
+def dare_merge(experts: PyTree, base: PyTree, key: jax.Array, drop_rate: float = 0.5,
+               then: str = 'task_arithmetic', scale: float = 0.3, density: float = 0.2) -> PyTree:
+  """DARE on the task vectors, followed by task arithmetic ('task_arithmetic', scale) or TIES
+  ('ties', density, scale)."""
+  tau = dare(tr.task_vectors(experts, base), key, drop_rate)
+  if then == 'task_arithmetic':
+    return tr.add_scaled(base, jax.tree.map(lambda t: t.sum(0), tau), scale)
+  if then == 'ties':
+    return tr.add_scaled(base, ties_vector(tau, density), scale)
+  raise ValueError(f"then={then!r}; expected 'task_arithmetic' or 'ties'")
+
+
+def diagonal_fisher(log_probs_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree,
+                    batches: Iterable[jax.Array], key: jax.Array | None = None,
+                    labels: Iterable[jax.Array] | None = None) -> PyTree:
+  """Diagonal Fisher estimate E_x E_y [(d/dtheta log p(y|x; theta))^2] with per-example gradients.
+
+  Args:
+    log_probs_fn: (params, x (B, ...)) -> log-probabilities (B, C).
+    params: the pytree differentiated (e.g. variables['params']).
+    batches: input batches x (B, ...).
+    key: if given (and `labels` is None) y is sampled from the model's predictive distribution
+      (the true Fisher); else y = argmax prediction, or the given `labels` (empirical Fisher).
+  Returns:
+    A pytree like `params`, float32, averaged over all examples seen.
+  """
+  def per_example(p, x, y):
+    return jax.grad(lambda q: log_probs_fn(q, x[None])[0, y])(p)
+
+  @jax.jit
+  def batch_sum(p, x, y):
+    g = jax.vmap(per_example, in_axes=(None, 0, 0))(p, x, y)
+    return jax.tree.map(lambda a: jnp.sum(jnp.square(a.astype(jnp.float32)), 0), g)
+
+  total = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), params)
+  n = 0
+  label_iter = iter(labels) if labels is not None else None
+  for i, x in enumerate(batches):
+    x = jnp.asarray(x)
+    if label_iter is not None:
+      y = jnp.asarray(next(label_iter))
+    else:
+      lp = log_probs_fn(params, x)
+      y = (jax.random.categorical(jax.random.fold_in(key, i), lp) if key is not None
+           else jnp.argmax(lp, -1))
+    total = jax.tree.map(jnp.add, total, batch_sum(params, x, y))
+    n += x.shape[0]
+  if n == 0:
+    raise ValueError('batches is empty; expected at least one batch to estimate the Fisher')
+  return jax.tree.map(lambda t: t / n, total)
+
+
+def fisher_merge(experts: PyTree, fishers: PyTree, eps: float = 1e-8) -> PyTree:
+  """sum_k F_k theta_k / sum_k F_k per entry with F_k <- F_k + eps (Matena & Raffel 2022).
+
+  `fishers` is stacked like `experts`; a leaf may be None (e.g. BatchNorm statistics, which
+  have no gradient): that leaf is merged with the uniform mean.
+  """
+  if eps <= 0:
+    raise ValueError(f'eps={eps}; expected > 0')
+
+  def one(f, e):
+    if f is None:  # a leaf or a whole sub-tree without Fisher estimates
+      return jax.tree.map(lambda a: jnp.mean(a, 0), e)
+    f = f.astype(jnp.float32) + eps
+    return ((f * e).sum(0) / f.sum(0)).astype(e.dtype)
+  return jax.tree.map(one, fishers, experts, is_leaf=lambda x: x is None)

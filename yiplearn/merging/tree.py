@@ -1,0 +1,134 @@
+"""Pytree arithmetic for model merging.
+
+Experts are held as ONE stacked pytree: every leaf has a leading expert axis K, i.e. shape
+(K, *leaf_shape). Weighted sums over that axis are `tensordot`s, so coefficient vectors can be
+vmapped. Partitioning by path (e.g. encoder vs head) uses `None` for the leaves that are not
+selected, so that `combine` can put the parts back together.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+PathPredicate = Callable[[tuple], bool]
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+  """K pytrees of identical structure -> one pytree whose leaves are stacked to (K, ...)."""
+  if len(trees) == 0:
+    raise ValueError('trees=[]; expected at least one pytree to stack')
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(stacked: PyTree) -> list[PyTree]:
+  """Inverse of `stack`."""
+  k = num_experts(stacked)
+  return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(k)]
+
+
+def num_experts(stacked: PyTree) -> int:
+  """Size K of the leading expert axis (checked equal over leaves)."""
+  sizes = {x.shape[0] for x in jax.tree.leaves(stacked)}
+  if len(sizes) != 1:
+    raise ValueError(f'stacked experts have leading axes {sorted(sizes)}; expected one size K')
+  return sizes.pop()
+
+
+def task_vectors(experts: PyTree, base: PyTree) -> PyTree:
+  """tau_k = theta_k - theta_0 for stacked experts (K, ...) and a base pytree."""
+  return jax.tree.map(lambda e, b: e - b[None], experts, base)
+
+
+def weighted_sum(stacked: PyTree, weights: jax.Array) -> PyTree:
+  """sum_k weights[k] * leaf[k] for every leaf; weights (K,) -> pytree without the K axis."""
+  return jax.tree.map(lambda x: jnp.tensordot(weights.astype(x.dtype), x, axes=1), stacked)
+
+
+def add_scaled(base: PyTree, delta: PyTree, scale: float | jax.Array = 1.0) -> PyTree:
+  """base + scale * delta, leaf-wise (None leaves in `delta` are not allowed)."""
+  return jax.tree.map(lambda b, d: b + jnp.asarray(scale, b.dtype) * d, base, delta)
+
+
+def merge(base: PyTree, tau: PyTree, coeffs: jax.Array) -> PyTree:
+  """theta_0 + sum_k coeffs[k] tau_k; coeffs (K,) task-wise or (L, K) one row per leaf."""
+  leaves_b, treedef = jax.tree.flatten(base)
+  leaves_t = treedef.flatten_up_to(tau)
+  if coeffs.ndim == 1:
+    out = [b + jnp.tensordot(coeffs.astype(t.dtype), t, axes=1) for b, t in zip(leaves_b, leaves_t)]
+  elif coeffs.ndim == 2 and coeffs.shape[0] == len(leaves_b):
+    out = [b + jnp.tensordot(c.astype(t.dtype), t, axes=1)
+           for b, t, c in zip(leaves_b, leaves_t, coeffs)]
+  else:
+    raise ValueError(f'coeffs.shape={coeffs.shape}; expected (K,) or ({len(leaves_b)}, K)')
+  return jax.tree.unflatten(treedef, out)
+
+
+def _key_name(k: Any) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def path_names(path: tuple) -> tuple[str, ...]:
+  """A tree_util key path as plain strings, e.g. ('params', 'head', 'kernel')."""
+  return tuple(_key_name(k) for k in path)
+
+
+def has_key(*names: str) -> PathPredicate:
+  """Predicate: some component of the leaf's path equals one of `names` (e.g. 'head')."""
+  names_set = set(names)
+  return lambda path: any(n in names_set for n in path_names(path))
+
+
+def is_norm_affine(path: tuple) -> bool:
+  """Predicate: a scale/bias of a normalisation layer (module name containing 'norm')."""
+  names = path_names(path)
+  return bool(names) and names[-1] in ('scale', 'bias') and any(
+      'norm' in n.lower() for n in names[:-1])
+
+
+def partition(tree: PyTree, predicate: PathPredicate) -> tuple[PyTree, PyTree]:
+  """(selected, rest): two trees of the same structure, None where a leaf belongs to the other."""
+  sel = jax.tree_util.tree_map_with_path(lambda p, x: x if predicate(p) else None, tree)
+  rest = jax.tree_util.tree_map_with_path(lambda p, x: None if predicate(p) else x, tree)
+  return sel, rest
+
+
+def combine(*trees: PyTree) -> PyTree:
+  """Leaf-wise first non-None value of partitioned trees (inverse of `partition`)."""
+  def pick(*xs):
+    for x in xs:
+      if x is not None:
+        return x
+    return None
+  return jax.tree.map(pick, *trees, is_leaf=lambda x: x is None)
+
+
+def mask_like(tree: PyTree, predicate: PathPredicate) -> PyTree:
+  """Boolean pytree (Python bools) marking the leaves selected by `predicate`."""
+  return jax.tree_util.tree_map_with_path(lambda p, _: bool(predicate(p)), tree)
+
+
+def num_leaves(tree: PyTree) -> int:
+  return len(jax.tree.leaves(tree))
+
+
+def ravel_stacked(stacked: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
+  """Stacked pytree -> (K, N) matrix and a function mapping an (N,) vector back to one pytree."""
+  leaves, treedef = jax.tree.flatten(stacked)
+  k = leaves[0].shape[0]
+  shapes = [x.shape[1:] for x in leaves]
+  sizes = [int(jnp.size(x) // k) for x in leaves]
+  flat = jnp.concatenate([x.reshape(k, -1) for x in leaves], axis=1)
+
+  def unravel(vec: jax.Array) -> PyTree:
+    out, start = [], 0
+    for shp, n, leaf in zip(shapes, sizes, leaves):
+      out.append(vec[start:start + n].reshape(shp).astype(leaf.dtype))
+      start += n
+    return jax.tree.unflatten(treedef, out)
+  return flat, unravel
