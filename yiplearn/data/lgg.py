@@ -26,7 +26,8 @@ Splits ``train`` / ``validation`` / ``test`` are BY PATIENT: patients are ordere
 ``sha256(patient)`` and, within each site (``stratify_by_site=True``, default) or globally,
 the first ``round(n * f_train)`` go to train, the next up to ``round(n * (f_train + f_val))`` to
 validation, the rest to test. A split that receives no patient (tiny folders, a zero fraction)
-is left out. Use the TFDS split string ``'train+validation+test'`` for all records.
+is left out. TFDS's reserved split name ``'all'`` (or ``'train+validation+test'``) reads every
+record.
 """
 
 from __future__ import annotations
