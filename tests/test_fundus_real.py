@@ -288,3 +288,13 @@ def test_drishti_missing_and_wrong_layout(tmp_path):
   save(no_gt / 'Test' / 'drishtiGS_001.png', fundus_image(1))
   with pytest.raises(FileNotFoundError, match='Softmap'):
     build(DrishtiGs1, tmp_path / 'd3', no_gt)
+
+
+def test_via_registry(drishti_dir, rimone_dir, tmp_path):
+  registry = pytest.importorskip('yiplearn.data.registry')
+  src = registry.load_source('drishti_gs1', 'train', data_dir=str(tmp_path),
+                             manual_dir=str(drishti_dir[0]), image_size=32)
+  assert len(src) == 2 and src[0]['mask'].shape == (32, 32)
+  arr = registry.load_arrays('rimone_dl', 'test', data_dir=str(tmp_path),
+                             manual_dir=str(rimone_dir[0]), image_size=16, crop_scale=1.5)
+  assert arr['image'].shape == (1, 16, 16, 3) and list(arr['hospital']) == ['HUMS_HCSC']
