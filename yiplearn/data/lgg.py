@@ -20,7 +20,8 @@ Record (one per slice):
 
 Configs (``LggKaggle3m.make_config(variant=..., split_fractions=..., stratify_by_site=...)``):
   variant ``all_slices`` (every slice found) or ``largest_lesion`` (one slice per patient: the
-  largest lesion area, ties -> lowest slice index; the paper's 2-D protocol).
+  largest lesion area, ties -> lowest slice index; the paper's 2-D protocol; a patient without
+  any lesion pixel still contributes its lowest slice, with lesion_area 0).
 
 Splits ``train`` / ``validation`` / ``test`` are BY PATIENT: patients are ordered by
 ``sha256(patient)`` and, within each site (``stratify_by_site=True``, default) or globally,
