@@ -68,10 +68,11 @@ def int_param(default: int, lo: int, hi: int | None = None) -> Param:
     def check(v: Any) -> bool:
         return v >= lo and (hi is None or v <= hi)
 
-    return Param(default, check=check, expected=expected, convert=_strict_int)
+    return Param(default, check=check, expected=expected, convert=strict_int)
 
 
-def _strict_int(v: Any) -> int:
+def strict_int(v: Any) -> int:
+    """Converts ints, integral floats and digit strings to int; raises TypeError otherwise (bools too)."""
     if isinstance(v, (bool, np.bool_)):
         raise TypeError("bool is not an integer")
     if isinstance(v, (int, np.integer)):
