@@ -1,0 +1,76 @@
+"""AdaMerging (Yang et al. 2024): merge coefficients learnt online by entropy minimisation.
+
+theta(lambda) = theta_0 + sum_k lambda_k tau_k with lambda (K,) task-wise or (L, K) layer-wise
+(one row per leaf of the variables pytree). Per batch: `steps` optimiser steps (Adam) on the mean
+prediction entropy of the merged model w.r.t. lambda (clipped to [clip_min, clip_max]), then
+predict the batch with the updated coefficients. Coefficients persist across batches.
+Same (init, update) protocol as `yiplearn.merging.online`.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from yiplearn.merging import tree as tr
+from yiplearn.merging.online import BN_MODES, OnlineMethod, _check, _copy, entropy, entropy_score
+
+PyTree = Any
+
+
+class AdaMergingState(NamedTuple):
+  """lam: (K,) or (L, K) float32 coefficients; opt_state: optax state of lam."""
+  base: PyTree
+  tau: PyTree
+  lam: jax.Array
+  opt_state: Any
+  step: jax.Array
+
+
+def adamerging(model, num_experts: int, *, layerwise: bool = False,
+               init_value: float | None = None, learning_rate: float = 1e-2, steps: int = 1,
+               clip_min: float = 0.0, clip_max: float = 1.0, marginal_weight: float = 0.0,
+               bn_mode: str = 'merge') -> OnlineMethod:
+  """AdaMerging as an (init, update) pair. `init_value` defaults to 1/K (the uniform mean)."""
+  _check('num_experts', num_experts, num_experts >= 1, '>= 1')
+  _check('steps', steps, steps >= 1, '>= 1')
+  _check('learning_rate', learning_rate, learning_rate > 0, '> 0')
+  _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  opt = optax.adam(learning_rate)
+  value = 1.0 / num_experts if init_value is None else init_value
+  bn_batch = bn_mode == 'batch'
+
+  def init(experts, base):
+    _check('experts (leading axis)', tr.num_experts(experts),
+           tr.num_experts(experts) == num_experts, f'{num_experts} experts')
+    shape = (tr.num_leaves(base), num_experts) if layerwise else (num_experts,)
+    lam = jnp.full(shape, value, jnp.float32)
+    return AdaMergingState(_copy(base), tr.task_vectors(experts, base), lam, opt.init(lam),
+                           jnp.zeros((), jnp.int32))
+
+  def forward(base, tau, lam, x):
+    v = tr.merge(base, tau, lam)
+    return model.head(v, model.encode(v, x, train=bn_batch))
+
+  def update(state: AdaMergingState, x: jax.Array):
+    loss_fn = lambda lam: entropy_score(forward(state.base, state.tau, lam, x), marginal_weight)
+
+    def body(carry, _):
+      lam, opt_state = carry
+      loss, g = jax.value_and_grad(loss_fn)(lam)
+      ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))
+      upd, new_opt = opt.update(g, opt_state, lam)
+      new_lam = jnp.clip(optax.apply_updates(lam, upd), clip_min, clip_max)
+      lam, opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_lam, new_opt),
+                                    (lam, opt_state))
+      return (lam, opt_state), loss
+    (lam, opt_state), losses = jax.lax.scan(body, (state.lam, state.opt_state), None,
+                                            length=steps)
+    logits = forward(state.base, state.tau, lam, x)
+    info = {'lam': lam if not layerwise else jnp.mean(lam, 0), 'loss': losses[-1],
+            'entropy': jnp.mean(entropy(logits))}
+    return AdaMergingState(state.base, state.tau, lam, opt_state, state.step + 1), logits, info
+
+  return OnlineMethod(init, update)
