@@ -85,6 +85,13 @@ def load_segmentation(data: ml_collections.ConfigDict, workdir: str, *, split: s
   return {"images": images, "masks": masks, "ids": np.asarray(ids), "arrays": arrays}
 
 
+def take(data: dict[str, Any], n: int) -> dict[str, Any]:
+  """The first `n` images of a `load_segmentation` result (all fields, metadata included)."""
+  out = {k: v[:n] for k, v in data.items() if k != "arrays"}
+  out["arrays"] = {k: v[:n] for k, v in data["arrays"].items()}
+  return out
+
+
 def make_unet(model: ml_collections.ConfigDict, num_classes: int) -> UNet:
   return UNet(num_classes=num_classes, widths=tuple(model.widths), bottleneck=int(model.bottleneck),
               norm=model.norm)

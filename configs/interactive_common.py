@@ -1,0 +1,54 @@
+"""Sub-configs shared by the interactive-segmentation configs (DESIGN.md 1.1 defaults)."""
+import ml_collections
+
+
+def model(quick: bool, paper: bool = False) -> ml_collections.ConfigDict:
+  """The U-Net: the paper's widths (12, 72, 144, 288) + 576, or small ones for CPU runs."""
+  if paper:
+    return ml_collections.ConfigDict({"widths": (12, 72, 144, 288), "bottleneck": 576, "norm": "instance"})
+  if quick:
+    return ml_collections.ConfigDict({"widths": (4, 8), "bottleneck": 16, "norm": "instance"})
+  return ml_collections.ConfigDict({"widths": (8, 16, 32, 64), "bottleneck": 128, "norm": "instance"})
+
+
+def clicks(max_clicks: int = 10) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({"max_clicks": max_clicks, "encoding": "gaussian", "sigma": 5.0, "radius": 5.0,
+                                    "policy": "random_in_largest", "prev_mask": False})
+
+
+def loss() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({"alpha": 0.7, "gamma": 2.0, "beta": 200.0, "ccg_sigma": 3.0,
+                                    "ccg_variant": "paper"})
+
+
+def augment(enabled: bool = True) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      "enabled": enabled, "flip_lr": 0.5, "affine": 0.5, "max_rotate": 15.0, "scale_range": (0.9, 1.1),
+      "brightness": 0.1, "contrast_range": (0.8, 1.2), "gamma_range": (0.8, 1.25), "p_noise": 0.3,
+      "noise_std": 0.03})
+
+
+def pretrain(data: ml_collections.ConfigDict, *, num_classes: int, report: dict, quick: bool, steps: int,
+             batch_size: int = 8, lr: float = 5e-4, paper_model: bool = False) -> ml_collections.ConfigDict:
+  """A `pretrain` experiment config around `data` (see yiplearn/experiments/seg_common.py)."""
+  c = ml_collections.ConfigDict()
+  c.experiment = "pretrain"
+  c.seed = 0
+  c.data = data
+  c.num_classes = num_classes
+  c.report = report
+  c.model = model(quick, paper_model)
+  c.clicks = clicks()
+  c.loss = loss()
+  c.augment = augment()
+  c.optim = ml_collections.ConfigDict({"lr": lr, "batch_size": batch_size, "decay_every": max(steps // 3, 1),
+                                       "decay_rate": 0.5})
+  c.steps = steps
+  c.log_every = max(steps // 20, 1)
+  c.eval_every = max(steps // 4, 1)
+  c.eval_clicks = 5
+  c.val_images = 8 if quick else 64
+  c.select_metric = "dice@5"
+  c.checkpoint_every = max(steps // 4, 1)
+  c.keep_checkpoints = 2
+  return c
