@@ -227,3 +227,64 @@ def test_validation():
         user.simulate_clicks(key, t, t, 2, 0)
     with pytest.raises(ValueError, match="num_classes"):
         user.simulate_clicks(key, t, t, 1, 3)
+
+
+def _lgg_dir():
+    import os
+    from pathlib import Path
+
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg_kaggle_3m"
+    return Path(os.environ.get("YIPLEARN_LGG_DIR", default))
+
+
+def test_real_lgg_masks():
+    """Real 256x256 lesion masks: first click and correction clicks vs scipy."""
+    root = _lgg_dir()
+    files = sorted(root.glob("TCGA_CS_4941_*/*_mask.tif"))
+    if not files:
+        pytest.skip(f"LGG data not found at {root} (set YIPLEARN_LGG_DIR)")
+    from PIL import Image
+
+    gts = [(np.asarray(Image.open(f)) > 0).astype(np.int32) for f in files[:4]]
+    assert any(g.sum() == 0 for g in gts) and any(g.sum() > 0 for g in gts)
+
+    @jax.jit
+    def run(key, gt, pred):
+        first = user.first_click(key, gt, policy="deepest")
+        sim = user.simulate_clicks(key, gt, pred, 2, 5)
+        return first, sim
+
+    for i, gt in enumerate(gts):
+        pred = np.roll(gt, (6, -4), axis=(0, 1))
+        pred[100:110, 100:140] = 1  # a false-positive bar
+        (coord, label, valid), sim = run(jax.random.PRNGKey(i), jnp.asarray(gt), jnp.asarray(pred))
+        if gt.sum() == 0:
+            assert not bool(valid)
+        else:
+            lab, _ = ndi.label(gt > 0, structure=EIGHT)
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            largest = lab == np.argmax(sizes)
+            assert bool(valid) and int(label) == 1
+            assert tuple(np.asarray(coord)) == ref_deepest(largest)[1]
+        comps = ref_error_components(gt, pred, 2)
+        n_expect = min(5, len(comps))
+        assert int(np.asarray(sim.valid).sum()) == n_expect
+        for j in range(n_expect):
+            r, c = np.asarray(sim.coords[j])
+            assert comps[j][2][r, c] and int(sim.labels[j]) == gt[r, c]
+
+
+def test_vmap_over_images_matches_per_image():
+    rng = np.random.default_rng(8)
+    pairs = [random_maps(rng, (20, 20), 3) for _ in range(3)]
+    t = jnp.asarray(np.stack([a for a, _ in pairs]))
+    p = jnp.asarray(np.stack([b for _, b in pairs]))
+    keys = jax.random.split(jax.random.PRNGKey(9), 3)
+    f = lambda k, a, b: user.simulate_clicks(k, a, b, 3, 3)  # noqa: E731
+    batched = jax.jit(jax.vmap(f))(keys, t, p)
+    single = jax.jit(f)
+    for i in range(3):
+        one = single(keys[i], t[i], p[i])
+        for x, y in zip(batched, one):
+            np.testing.assert_array_equal(np.asarray(x[i]), np.asarray(y))
