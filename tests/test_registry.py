@@ -112,3 +112,11 @@ def test_concurrent_preparation_is_safe(tmp_path):
     np.testing.assert_array_equal(a, b)
     leftovers = [f for f in os.listdir(tmp_path / "synthetic_fundus" / "camera_c-s32-n40x2-seed0") if "incomplete" in f]
     assert leftovers == []
+
+
+def test_all_and_union_splits_are_accepted(tmp_path):
+    kw = dict(data_dir=tmp_path, domain="source", image_size=16, num_train=3, num_test=2)
+    assert len(registry.load_source("synthetic_fundus", "all", **kw)) == 5
+    assert len(registry.load_source("synthetic_fundus", "train+test[:1]", **kw)) == 4
+    with pytest.raises(ValueError, match=r"unknown split 'train\+valid'"):
+        registry.load_source("synthetic_fundus", "train+valid", **kw)

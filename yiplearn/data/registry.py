@@ -144,10 +144,13 @@ def _decode(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_split(builder: tfds.core.DatasetBuilder, name: str, split: str) -> None:
+    """Accepts a split, `all` (every split), or `a+b` unions, each optionally sliced (`train[:10]`)."""
     available = sorted(builder.info.splits.keys())
-    base = str(split).split("[", 1)[0]
-    if base not in available:
-        raise ValueError(f"unknown split {split!r} for dataset {name!r}; available splits: {available}")
+    for part in str(split).split("+"):
+        base = part.split("[", 1)[0].strip()
+        if base != "all" and base not in available:
+            raise ValueError(f"unknown split {split!r} for dataset {name!r}; available splits: "
+                             f"{available} (or 'all', or unions like 'train+test')")
 
 
 def load_source(
