@@ -1,0 +1,143 @@
+"""U-Net: shapes, norms, invariants, compilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yiplearn.models.unet import UNet
+
+
+def _init(model, x):
+    """The real (jitted) flax init; its threefry code is slow to compile on CPU, so most tests use _fast_init."""
+    return jax.jit(model.init)(jax.random.PRNGKey(0), x)
+
+
+def _fast_init(model, x, seed=0):
+    """Variables with the init's structure, filled on the host (LeCun-normal kernels, zero biases)."""
+    rng = np.random.default_rng(seed)
+
+    def fill(path, s):
+        name = path[-1].key
+        if name == "kernel":
+            return jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype)
+        return jnp.ones(s.shape, s.dtype) if name in ("scale", "var") else jnp.zeros(s.shape, s.dtype)
+
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _apply(model, variables, x):
+    return jax.jit(model.apply)(variables, x)
+
+
+@pytest.mark.parametrize("widths,bottleneck,hw", [((4, 8), 16, (32, 32)), ((3, 5, 7), 9, (16, 24)),
+                                                    ((5,), 3, (12, 10))])
+def test_shapes_odd_widths_and_depths(widths, bottleneck, hw):
+    model = UNet(num_classes=3, widths=widths, bottleneck=bottleneck)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, *hw, 5))
+    variables = _fast_init(model, x)
+    assert set(variables) == {"params"}
+    y = _apply(model, variables, x)
+    assert y.shape == (2, *hw, 3) and y.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(y)))
+
+
+def test_non_multiple_spatial_size_is_padded_and_cropped():
+    model = UNet(num_classes=2, widths=(4, 8), bottleneck=8)
+    x = jax.random.normal(jax.random.PRNGKey(2), (1, 30, 27, 3))
+    variables = _fast_init(model, x)
+    y = _apply(model, variables, x)
+    assert y.shape == (1, 30, 27, 2)
+    # Equals running the edge-padded image and cropping.
+    xp = jnp.pad(x, ((0, 0), (0, 2), (0, 1), (0, 0)), mode="edge")
+    np.testing.assert_allclose(np.asarray(y), np.asarray(_apply(model, variables, xp))[:, :30, :27], atol=1e-6)
+
+
+def test_instance_norm_has_no_norm_params_and_conv_biases_only_where_needed():
+    model = UNet(num_classes=2, widths=(4, 8), bottleneck=16)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    names = [jax.tree_util.keystr(p) for p, _ in leaves]
+    assert not any("InstanceNorm" in n or "scale" in n for n in names)
+    # 3 blocks x 2 convs (no bias) + 2 blocks up x 2 convs + 2 transposed convs (kernel+bias) + 1x1 head (kernel+bias)
+    n_conv_kernels = sum(n.endswith("['kernel']") for n in names)
+    assert n_conv_kernels == 2 * 3 + 2 * 2 + 2 + 1
+    # Parameter count from the architecture by hand: in 3+2 ch -> (4,8) -> 16.
+    def conv(cin, cout, k=3, bias=False):
+        return cin * cout * k * k + (cout if bias else 0)
+    want = (conv(3, 4) + conv(4, 4) + conv(4, 8) + conv(8, 8) + conv(8, 16) + conv(16, 16)
+            + conv(16, 8, 2, True) + conv(16, 8) + conv(8, 8)
+            + conv(8, 4, 2, True) + conv(8, 4) + conv(4, 4) + conv(4, 2, 1, True))
+    assert sum(x.size for x in jax.tree_util.tree_leaves(params)) == want
+
+
+def test_instance_norm_makes_samples_independent_and_input_scale_invariant():
+    model = UNet(num_classes=3, widths=(4, 8), bottleneck=8)
+    x = jax.random.normal(jax.random.PRNGKey(3), (3, 16, 16, 2))
+    variables = _fast_init(model, x)
+    y = np.asarray(_apply(model, variables, x))
+    y0 = np.asarray(_apply(model, variables, x[:1]))
+    np.testing.assert_allclose(y[:1], y0, atol=1e-5)
+    # First conv has no bias and every conv is followed by a per-channel normalisation: f(a x) = f(x), a > 0.
+    np.testing.assert_allclose(np.asarray(_apply(model, variables, 7.0 * x)), y, atol=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_group_and_none_need_no_state(norm):
+    model = UNet(num_classes=2, widths=(6, 12), bottleneck=10, norm=norm)
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 16, 16, 3))
+    variables = _fast_init(model, x)
+    assert set(variables) == {"params"}
+    y = _apply(model, variables, x)
+    assert y.shape == (2, 16, 16, 2) and np.all(np.isfinite(np.asarray(y)))
+
+
+def test_batch_norm_uses_batch_stats():
+    model = UNet(num_classes=2, widths=(4, 8), bottleneck=8, norm="batch")
+    x = jax.random.normal(jax.random.PRNGKey(5), (2, 16, 16, 3))
+    variables = _fast_init(model, x)
+    assert set(variables) == {"params", "batch_stats"}
+    y, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
+    assert y.shape == (2, 16, 16, 2)
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
+                                     updates["batch_stats"])
+    assert any(jax.tree_util.tree_leaves(changed))
+    y_eval = _apply(model, variables, x)  # running averages, no mutation needed
+    assert np.all(np.isfinite(np.asarray(y_eval)))
+
+
+def test_jit_does_not_recompile_and_is_deterministic():
+    model = UNet(num_classes=2, widths=(4, 8), bottleneck=8)
+    x = jax.random.uniform(jax.random.PRNGKey(7), (1, 16, 16, 3))
+    params = _fast_init(model, x)
+    traces = []
+
+    @jax.jit
+    def f(p, x):
+        traces.append(1)
+        return model.apply(p, x)
+
+    a = f(params, x)
+    b = f(params, jax.random.normal(jax.random.PRNGKey(6), x.shape))
+    c = f(params, x)
+    assert len(traces) == 1
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_real_init_is_finite_and_seeded():
+    model = UNet(num_classes=2, widths=(3,), bottleneck=4)
+    x = jnp.zeros((1, 8, 8, 2))
+    a = _init(model, x)
+    b = jax.jit(model.init)(jax.random.PRNGKey(1), x)
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in la)
+    assert any(not np.array_equal(np.asarray(u), np.asarray(v)) for u, v in zip(la, lb))
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="norm"):
+        _init(UNet(num_classes=2, widths=(4,), bottleneck=4, norm="layer"), jnp.zeros((1, 8, 8, 1)))
+    with pytest.raises(ValueError, match="x: expected"):
+        _init(UNet(num_classes=2, widths=(4,), bottleneck=4), jnp.zeros((8, 8, 1)))

@@ -1,0 +1,99 @@
+"""2-D U-Net for click-conditioned segmentation (DESIGN.md 1.1, "Model").
+
+Encoder: one block per entry of ``widths`` [12, 72, 144, 288], each followed by a 2x2 max-pool; a bottleneck
+block [576]; decoder: 2x2 stride-2 transposed conv, concatenate the skip, block; a 1x1 conv to class logits.
+A block is 2 x (3x3 conv -> norm -> ReLU). ``norm``:
+
+* ``'instance'`` [default]: InstanceNorm without scale/bias (no parameters, no state);
+* ``'group'``: GroupNorm with affine, ``min(8, C)`` groups reduced to a divisor of C;
+* ``'batch'``: BatchNorm (needs ``mutable=['batch_stats']`` when ``train=True``);
+* ``'none'``: no normalisation (the convs then carry biases).
+
+Convolutions followed by a normalisation have no bias (it would be cancelled). Input spatial sizes that are not
+multiples of ``2 ** len(widths)`` are edge-padded at the bottom/right and the logits cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["UNet", "NORMS"]
+
+NORMS = ("instance", "group", "batch", "none")
+
+
+def _num_groups(channels: int, max_groups: int = 8) -> int:
+    return math.gcd(channels, max_groups) if channels % max_groups else max_groups
+
+
+class _Block(nn.Module):
+    features: int
+    norm: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        for _ in range(2):
+            x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=self.norm == "none", dtype=self.dtype)(x)
+            if self.norm == "instance":
+                x = nn.InstanceNorm(use_scale=False, use_bias=False, dtype=self.dtype)(x)
+            elif self.norm == "group":
+                x = nn.GroupNorm(num_groups=_num_groups(self.features), dtype=self.dtype)(x)
+            elif self.norm == "batch":
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+            x = nn.relu(x)
+        return x
+
+
+class UNet(nn.Module):
+    """Click-conditioned U-Net.
+
+    Attributes:
+      num_classes: K, number of output logit channels.
+      widths: encoder block widths; ``len(widths)`` is the depth (number of pooling steps).
+      bottleneck: width of the bottleneck block.
+      norm: one of NORMS.
+      dtype: computation dtype (params stay float32; logits are returned as float32).
+
+    Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
+    ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
+    """
+
+    num_classes: int
+    widths: Sequence[int] = (12, 72, 144, 288)
+    bottleneck: int = 576
+    norm: str = "instance"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: got {self.norm!r}, expected one of {NORMS}")
+        if self.num_classes < 1 or not self.widths or min(self.widths) < 1 or self.bottleneck < 1:
+            raise ValueError(f"UNet: expected num_classes >= 1 and positive widths/bottleneck, got "
+                             f"num_classes={self.num_classes}, widths={tuple(self.widths)}, bottleneck={self.bottleneck}")
+        if x.ndim != 4:
+            raise ValueError(f"x: expected (N, H, W, C), got shape {tuple(x.shape)}")
+        n, h, w, _ = x.shape
+        m = 2 ** len(self.widths)
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+        x = x.astype(self.dtype)
+        skips = []
+        for width in self.widths:
+            x = _Block(width, self.norm, self.dtype)(x, train)
+            skips.append(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = _Block(self.bottleneck, self.norm, self.dtype)(x, train)
+        for width, skip in zip(reversed(self.widths), reversed(skips)):
+            x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+            x = jnp.concatenate([x, skip], axis=-1)
+            x = _Block(width, self.norm, self.dtype)(x, train)
+        x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
+        return x[:, :h, :w, :].astype(jnp.float32)
