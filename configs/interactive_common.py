@@ -52,3 +52,43 @@ def pretrain(data: ml_collections.ConfigDict, *, num_classes: int, report: dict,
   c.checkpoint_every = max(steps // 4, 1)
   c.keep_checkpoints = 2
   return c
+
+
+METHODS = ("frozen", "ia_sa", "tent", "pi", "pi_mi", "oracle")
+
+
+def adapt(targets: dict, *, num_classes: int, report: dict, quick: bool, lr: float,
+          methods=("frozen", "pi", "pi_mi")) -> ml_collections.ConfigDict:
+  """An `adapt_interactive` config: every method over every target stream (online protocol)."""
+  c = ml_collections.ConfigDict()
+  c.experiment = "adapt_interactive"
+  c.seed = 0
+  c.checkpoint_dir = ""  # the pre-training run's best/ (or checkpoints/) directory
+  c.targets = {name: data for name, data in targets.items()}
+  c.methods = tuple(methods)
+  c.num_classes = num_classes
+  c.report = report
+  c.model = model(quick)
+  c.clicks = clicks(10)
+  c.loss = loss()
+  c.optim = ml_collections.ConfigDict({"lr": lr})
+  c.episodic = False
+  c.ia_sa = ml_collections.ConfigDict({"reg_weight": 1.0})
+  c.tent = ml_collections.ConfigDict({"lr_scale": 1.0})
+  c.checkpoint_every = 10  # images between stream checkpoints (resume)
+  return c
+
+
+def stage_config(stage: str, pre: ml_collections.ConfigDict, adapt_cfg: ml_collections.ConfigDict):
+  """`pretrain`, `adapt` or `all` (the `interactive` driver: pre-train, then adapt with that model)."""
+  adapt_cfg.model = pre.model
+  adapt_cfg.seed = pre.seed
+  if stage == "pretrain":
+    return pre
+  if stage == "adapt":
+    return adapt_cfg
+  c = ml_collections.ConfigDict()
+  c.experiment = "interactive"
+  c.pretrain = pre
+  c.adapt = adapt_cfg
+  return c

@@ -11,6 +11,7 @@ from typing import Callable
 EXPERIMENTS = {
     "quickstart": "yiplearn.experiments.quickstart",
     "dataset_card": "yiplearn.experiments.dataset_card",
+    "interactive": "yiplearn.experiments.interactive",
     "pretrain": "yiplearn.experiments.pretrain",
     "adapt_interactive": "yiplearn.experiments.adapt_interactive",
     "train_experts": "yiplearn.experiments.train_experts",
