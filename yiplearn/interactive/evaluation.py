@@ -22,26 +22,26 @@ def interact(apply_fn: Callable, params, image: jax.Array, gt: jax.Array, key: j
 
   Returns per-click curves {name: (num_clicks,)} of the Dice of each `report` class union.
   """
-  h, w = gt.shape
-
-  def body(carry, t):
-    cl, pred = carry
-    k = jax.random.fold_in(key, t)
-    gt_coord, gt_label, gt_valid = user.first_click(k, gt, policy=click_cfg.policy)
-    cc, cl_label, cl_valid = user.correction_click(k, gt, pred, num_classes, policy=click_cfg.policy)
-    first = t == 0
-    coord = jnp.where(first, gt_coord, cc)
-    label = jnp.where(first, gt_label, cl_label)
-    valid = jnp.where(first, gt_valid, cl_valid)
-    cl = clicks_lib.add_click(cl, t, coord, label, valid)
+  def predict(cl):
     x = clicks_lib.model_input(image, cl, num_classes, encoding=click_cfg.encoding, sigma=click_cfg.sigma,
                                radius=click_cfg.radius)
     pred = jnp.argmax(apply_fn(params, x[None])[0], axis=-1).astype(jnp.int32)
-    scores = jnp.stack([metrics.foreground_dice(pred, gt, tuple(c)) for c in report.values()])
+    return pred, jnp.stack([metrics.foreground_dice(pred, gt, tuple(c)) for c in report.values()])
+
+  coord, label, valid = user.first_click(jax.random.fold_in(key, 0), gt, policy=click_cfg.policy)
+  first = clicks_lib.add_click(clicks_lib.empty_clicks(num_clicks), 0, coord, label, valid)
+  pred0, scores0 = predict(first)
+
+  def body(carry, t):
+    cl, pred = carry
+    coord, label, valid = user.correction_click(jax.random.fold_in(key, t), gt, pred, num_classes,
+                                                policy=click_cfg.policy)
+    cl = clicks_lib.add_click(cl, t, coord, label, valid)
+    pred, scores = predict(cl)
     return (cl, pred), scores
 
-  init = (clicks_lib.empty_clicks(num_clicks), jnp.zeros((h, w), jnp.int32))
-  _, curves = jax.lax.scan(body, init, jnp.arange(num_clicks))
+  _, rest = jax.lax.scan(body, (first, pred0), jnp.arange(1, num_clicks))
+  curves = jnp.concatenate([scores0[None], rest])
   return {name: curves[:, i] for i, name in enumerate(report)}
 
 
