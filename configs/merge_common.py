@@ -1,0 +1,49 @@
+"""Shared defaults of the online-merging configs (merge_digits, merge_lgg, merge_fundus)."""
+from __future__ import annotations
+
+import ml_collections
+
+ALL_METHODS = ['experts', 'mean', 'task_arithmetic', 'ties', 'dare', 'fisher', 'ensemble_mean',
+               'ensemble_entropy', 'adamerging_task', 'adamerging_layer', 'tent', 'eam',
+               'eam_coupled', 'eam_argmin', 'eam_marginal', 'eam_bnbatch']
+QUICK_METHODS = ['experts', 'mean', 'ties', 'fisher', 'ensemble_entropy', 'adamerging_task',
+                 'tent', 'eam']
+
+
+def base_config(a) -> ml_collections.ConfigDict:
+  """Everything but `data`; `a` holds the parsed common args (quick, batch, alpha, T, ...)."""
+  c = ml_collections.ConfigDict()
+  c.experiment = 'merge_online'
+  c.seed = a.seed
+  c.targets = []              # held-out target domains (empty = every domain)
+  c.sources = []              # train_experts only: domains to train on (empty = all)
+  c.experts_workdir = ''      # read/write expert checkpoints here instead of the workdir
+  c.landscape = True
+  c.model = ml_collections.ConfigDict(dict(arch='resnet', stage_sizes=(1, 1, 1),
+                                           widths=(16, 32, 64), patch_size=4, dim=32, depth=2,
+                                           num_heads=2))
+  c.train = ml_collections.ConfigDict(dict(base_steps=400, expert_steps=150, batch_size=64,
+                                           lr=3e-3, expert_lr=1e-3, weight_decay=1e-4,
+                                           fisher_batches=4, save_fisher=True))
+  c.stream = ml_collections.ConfigDict(dict(batch_size=a.batch, alpha=a.alpha,
+                                            continual_within='dirichlet'))
+  c.streams = ['iid', 'dirichlet', 'mixed', 'continual']
+  c.methods = list(ALL_METHODS)
+  c.static = ml_collections.ConfigDict(dict(ta_scale=0.3, ties_density=0.2, ties_scale=1.0,
+                                            dare_rate=0.5))
+  c.eam = ml_collections.ConfigDict(dict(
+      temperature=a.T, marginal_weight=0.0, gamma_ablation=1.0, scale=1.0, refine_radius=0.2,
+      ema=0.0, bn_mode='merge', score_head='previous', chunk_size=8, grid_resolution=-1,
+      num_random=0))
+  c.ada = ml_collections.ConfigDict(dict(lr=0.01, steps=2))
+  c.tent = ml_collections.ConfigDict(dict(lr=1e-3))
+  if a.quick:
+    c.model.stage_sizes, c.model.widths = (1, 1), (8, 16)
+    c.train.update(dict(base_steps=150, expert_steps=40, batch_size=32, fisher_batches=1))
+    c.streams = ['iid', 'dirichlet', 'continual']
+    c.methods = list(QUICK_METHODS)
+    c.eam.grid_resolution = 2
+  return c
+
+
+COMMON_ARGS = dict(quick=False, batch=16, alpha=0.1, T=0.05, seed=0, targets='')

@@ -1,0 +1,83 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import merge_digits, merge_fundus, merge_lgg
+from yiplearn.experiments import merge_online
+
+
+def tiny_config():
+  c = merge_digits.get_config('quick')
+  c.data.domains = ['rot0', 'rot30', 'rot60', 'rot75']  # K = 3 experts per target
+  c.data.image_size = 8
+  c.data.max_train, c.data.max_test = 48, 12
+  c.model.stage_sizes, c.model.widths = (1,), (4,)
+  c.train.update(dict(base_steps=5, expert_steps=2, batch_size=16))
+  c.targets = ['rot30']
+  c.streams = ['iid', 'dirichlet', 'continual']
+  c.stream.batch_size = 5
+  c.methods = ['experts', 'mean', 'eam', 'ensemble_entropy']
+  return c
+
+
+def test_end_to_end_and_resume(tmp_path, data_dir, monkeypatch):
+  monkeypatch.setenv('YIPLEARN_DATA_DIR', data_dir)
+  c = tiny_config()
+  out = merge_online.run(c, str(tmp_path))
+  res = tmp_path / 'results'
+  table = json.load(open(res / 'merge_accuracy.json'))
+  rows = table['rows']
+  methods = {r['method'] for r in rows}
+  assert methods == {'expert_rot0', 'expert_rot60', 'expert_rot75', 'mean', 'eam',
+                     'ensemble_entropy', 'best_expert'}
+  for r in rows:
+    assert 0 <= r['accuracy'] <= 1
+    assert r['n'] == (12 if r['stream'] != 'continual' else 48)
+  for s in c.streams:
+    experts = [r['accuracy'] for r in rows if r['stream'] == s and r['method'].startswith('expert_')]
+    best = [r['accuracy'] for r in rows if r['stream'] == s and r['method'] == 'best_expert']
+    assert best == [max(experts)]
+  summary = json.load(open(res / 'merge_summary.json'))['rows']
+  assert {r['method'] for r in summary} == methods - {'expert_rot0', 'expert_rot60', 'expert_rot75'}
+  # Lambda trace: one record per batch of every traced method, coefficients on the simplex.
+  trace = [json.loads(l) for l in open(res / 'lambda_trace.jsonl')]
+  eam = [t for t in trace if t['method'] == 'eam']
+  assert len(eam) == 3 + 3 + 10  # ceil(12/5) + ceil(12/5) + ceil(48/5)
+  for t in eam:
+    for key in ('lam_enc', 'lam_head'):
+      lam = np.asarray(t[key])
+      assert lam.shape == (3,) and np.all(lam >= -1e-6) and abs(lam.sum() - 1) < 1e-3
+  # Continual stream visits the target first, then the sources in order.
+  doms = [t['domain'] for t in eam if t['stream'] == 'continual']
+  assert doms[0] == 'rot30' and doms[-1] == 'rot75'
+  assert (tmp_path / 'plots' / 'entropy_landscape_rot30.png').stat().st_size > 1000
+  assert (res / 'partial' / 'rot30.json').exists()
+  # A restarted run skips finished targets and reproduces the tables.
+  out2 = merge_online.run(c, str(tmp_path))
+  assert out2['rows'] == out['rows']
+
+
+def test_validation(tmp_path, data_dir, monkeypatch):
+  monkeypatch.setenv('YIPLEARN_DATA_DIR', data_dir)
+  c = tiny_config()
+  c.targets = ['rot90']
+  with pytest.raises(ValueError, match='targets'):
+    merge_online.run(c, str(tmp_path))
+  c = tiny_config()
+  c.methods = ['median']
+  with pytest.raises(ValueError, match='methods'):
+    merge_online.run(c, str(tmp_path))
+
+
+def test_configs_parse():
+  for mod in (merge_digits, merge_lgg, merge_fundus):
+    for arg in ('', 'quick', 'quick,batch=1,alpha=0.5,T=0'):
+      c = mod.get_config(arg)
+      assert c.experiment == 'merge_online'
+      assert len(c.data.domains) >= 3
+      assert c.stream.batch_size >= 1
+  assert merge_digits.get_config('batch=1').stream.batch_size == 1
+  with pytest.raises(ValueError):
+    merge_digits.get_config('nonsense=1')

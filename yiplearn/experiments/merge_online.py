@@ -1,0 +1,195 @@
+"""Leave-one-domain-out online merging: every method on every test stream of every target domain.
+
+Launch (see configs/merge_digits.py, merge_lgg.py, merge_fundus.py):
+  python -m launch.run --config configs/merge_digits.py --workdir runs/merge_digits
+  python -m launch.run --config configs/merge_digits.py:quick --workdir runs/merge_digits_quick
+
+For each target in `config.targets` (default: every domain) the experts are the other domains
+(base + experts trained by `train_experts.train_family`, checkpointed under
+`checkpoints/<target>/`, or read from `config.experts_workdir`). Streams (`config.streams`):
+'iid' and 'dirichlet' (label shift, `stream.alpha`) over the target's test split; 'mixed' and
+'continual' over the test splits of ALL domains (target + sources), i.e. a heterogeneous stream
+whose best merge changes over time ('continual' takes the domains in order, target first, with
+`stream.continual_within` = 'iid' or 'dirichlet' inside each domain).
+
+Writes to the workdir:
+  results/merge_accuracy.{md,csv,json}   accuracy per target x stream x method (+ best single expert)
+  results/merge_summary.{md,csv,json}    accuracy per method x stream, averaged over targets
+  results/lambda_trace.jsonl             per batch: coefficients (lambda_enc, lambda_head / AdaMerging
+                                         lambda / ensemble weights), batch accuracy, majority domain
+  results/partial/<target>.json          finished targets (a restarted run skips them)
+  plots/entropy_landscape_<target>.png   for K = 3: mean prediction entropy over the simplex on the
+                                         first target batch, with the entropy-adaptive choice marked
+"""
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yiplearn.data import streams as stream_lib
+from yiplearn.experiments import merge_data, merge_methods, train_experts
+from yiplearn.io import files, tables, writers
+from yiplearn.io.progress import Progress
+from yiplearn.merging import tree as tr
+
+
+def build_streams(config: Any, data: dict, target: str, sources: list[str]) -> dict:
+  s = config.stream
+  out = {}
+  tx, ty = data[target]['test']
+  for kind in config.streams:
+    if kind in ('iid', 'dirichlet'):
+      out[kind] = stream_lib.make_stream(kind, tx, ty, np.full(len(tx), target),
+                                         batch_size=int(s.batch_size), seed=config.seed,
+                                         alpha=float(s.alpha))
+    elif kind in ('mixed', 'continual'):
+      doms = [target] + sources
+      xs = np.concatenate([data[d]['test'][0] for d in doms])
+      ys = np.concatenate([data[d]['test'][1] for d in doms])
+      ds = np.concatenate([np.full(len(data[d]['test'][0]), d) for d in doms])
+      out[kind] = stream_lib.make_stream(kind, xs, ys, ds, batch_size=int(s.batch_size),
+                                         seed=config.seed, alpha=float(s.alpha), domain_order=doms,
+                                         within=s.get('continual_within', 'iid'))
+    else:
+      raise ValueError(f'streams entry {kind!r}; expected one of {stream_lib.KINDS}')
+  return out
+
+
+def _trace_values(info: dict) -> dict:
+  out = {}
+  for k in ('lam_enc', 'lam_head', 'lam', 'weights'):
+    if k in info:
+      out[k] = np.round(np.asarray(info[k], np.float64), 4).tolist()
+  return out
+
+
+def run_stream(update, state, stream, *, trace=None, meta=None) -> tuple[float, int]:
+  correct, n = 0, 0
+  for i, batch in enumerate(stream):
+    state, logits, info = update(state, jnp.asarray(batch['image']))
+    hit = np.asarray(jnp.argmax(logits, -1)) == batch['label']
+    correct += int(hit.sum())
+    n += len(hit)
+    if trace is not None:
+      vals = _trace_values(info)
+      if vals:
+        dom = collections.Counter(batch['domain'].tolist()).most_common(1)[0][0]
+        trace.write(dict(meta, batch=i, domain=dom, acc=float(hit.mean()), **vals))
+  return correct / max(n, 1), n
+
+
+def entropy_landscape(path: str, fam, experts, base, x: np.ndarray, chosen: np.ndarray,
+                      title: str, resolution: int = 20) -> str:
+  """Ternary heat-map of the full-model mean prediction entropy over the K = 3 simplex."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from yiplearn.io.plots import save_figure  # pylint: disable=g-import-not-at-top
+  from yiplearn.merging import candidates, online  # pylint: disable=g-import-not-at-top
+  grid = candidates.simplex_grid(3, resolution)
+  tau = tr.task_vectors(experts, base)
+  h = np.asarray(online.score_candidates(fam.model, base, tau, jnp.asarray(x), jnp.asarray(grid),
+                                         chunk_size=16))
+  to_xy = lambda lam: (lam[..., 1] + 0.5 * lam[..., 2], (np.sqrt(3) / 2) * lam[..., 2])
+  gx, gy = to_xy(grid)
+  fig, ax = plt.subplots(figsize=(5.2, 4.6))
+  sc = ax.tricontourf(gx, gy, h, levels=20, cmap='viridis')
+  fig.colorbar(sc, ax=ax, label='mean prediction entropy (nats)')
+  best = grid[np.argmin(h)]
+  ax.plot(*to_xy(best), 'w^', ms=9, label='entropy minimum')
+  ax.plot(*to_xy(np.asarray(chosen)), 'r*', ms=14, label='entropy-adaptive $\\lambda_{enc}$')
+  for (px, py), name in zip([(0, 0), (1, 0), (0.5, np.sqrt(3) / 2)], fam.sources):
+    ax.annotate(name, (px, py), ha='center', va='top' if py == 0 else 'bottom', fontsize=9)
+  ax.set_aspect('equal')
+  ax.axis('off')
+  ax.set_title(title, fontsize=10, pad=22)
+  ax.legend(loc='upper left', bbox_to_anchor=(-0.05, 1.0), fontsize=8)
+  return save_figure(fig, path)
+
+
+def run(config: Any, workdir: str) -> dict:
+  data, num_classes = merge_data.load_domains(config.data, workdir)
+  targets = list(config.get('targets', []) or []) or list(data)
+  for t in targets:
+    if t not in data:
+      raise ValueError(f'targets entry {t!r}; expected one of {sorted(data)}')
+  res_dir = os.path.join(workdir, 'results')
+  os.makedirs(os.path.join(res_dir, 'partial'), exist_ok=True)
+  trace = writers.JsonlWriter(os.path.join(res_dir, 'lambda_trace.jsonl'))
+  rows: list[dict] = []
+  for target in targets:
+    partial = os.path.join(res_dir, 'partial', f'{target}.json')
+    if os.path.exists(partial):
+      logging.info('target %s already done; loading %s', target, partial)
+      rows.extend(files.read_json(partial))
+      continue
+    sources = [d for d in data if d != target]
+    root = config.get('experts_workdir', '') or workdir
+    fam = train_experts.train_family(config, data, num_classes, sources,
+                                     os.path.join(root, 'checkpoints', target),
+                                     with_fisher='fisher' in config.methods)
+    experts, base = tr.stack(fam.experts), fam.base
+    methods = merge_methods.build(config, fam)
+    streams = build_streams(config, data, target, sources)
+    target_rows = []
+    prog = Progress(len(methods) * sum(len(s) for s in streams.values()), f'target {target}')
+    for mname, method in methods.items():
+      update = jax.jit(method.update, donate_argnums=0)
+      for sname, stream in streams.items():
+        state = method.init(experts, base)
+        meta = {'target': target, 'stream': sname, 'method': mname}
+        acc, n = run_stream(update, state, stream, trace=trace, meta=meta)
+        prog.update(len(stream))
+        target_rows.append(dict(meta, accuracy=acc, n=n))
+    for sname in streams:  # oracle: the best single expert on this stream
+      best = max((r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')),
+                 key=lambda r: r['accuracy'])
+      target_rows.append({'target': target, 'stream': sname, 'method': 'best_expert',
+                          'accuracy': best['accuracy'], 'n': best['n']})
+    if len(sources) == 3 and 'eam' in methods and config.get('landscape', True):
+      x = data[target]['test'][0][:int(config.stream.batch_size) * 4]
+      _, _, info = jax.jit(methods['eam'].update)(methods['eam'].init(experts, base), jnp.asarray(x))
+      os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+      entropy_landscape(os.path.join(workdir, 'plots', f'entropy_landscape_{target}.png'), fam,
+                        experts, base, x, np.asarray(info['lam_enc']),
+                        f'target {target}: experts {", ".join(sources)}')
+    files.atomic_write_json(partial, target_rows)
+    rows.extend(target_rows)
+    logging.info('target %s: %s', target, {(r['stream'], r['method']): round(r['accuracy'], 4)
+                                          for r in target_rows})
+  trace.close()
+  tables.write_table(os.path.join(res_dir, 'merge_accuracy'), rows,
+                     ['target', 'stream', 'method', 'accuracy', 'n'],
+                     title='Online accuracy per target domain, stream and method')
+  summary = summarize(rows)
+  md = tables.write_table(os.path.join(res_dir, 'merge_summary'), summary,
+                          title='Accuracy per method and stream, mean over target domains')
+  logging.info('\n%s', md)
+  return {'rows': rows, 'summary': summary}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+  """One row per method: mean accuracy over targets per stream (expert_<d> rows are dropped,
+  since each target has different experts; `best_expert` is kept)."""
+  acc = collections.defaultdict(list)
+  stream_names, methods = [], []
+  for r in rows:
+    if r['method'].startswith('expert_'):
+      continue
+    acc[(r['method'], r['stream'])].append(r['accuracy'])
+    if r['stream'] not in stream_names:
+      stream_names.append(r['stream'])
+    if r['method'] not in methods:
+      methods.append(r['method'])
+  out = []
+  for m in methods:
+    row = {'method': m}
+    for s in stream_names:
+      row[s] = float(np.mean(acc[(m, s)])) if acc[(m, s)] else float('nan')
+    row['mean'] = float(np.nanmean([row[s] for s in stream_names]))
+    out.append(row)
+  return out

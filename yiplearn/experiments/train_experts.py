@@ -1,0 +1,174 @@
+"""Train a shared base model on pooled source domains, then one expert per source domain.
+
+Launch (any merging config; this program only trains):
+  python -m launch.run --config configs/merge_digits.py --config.experiment=train_experts \
+      --workdir runs/experts_digits
+
+Writes to the workdir:
+  checkpoints/<family>/{base,expert_<domain>,fisher_<domain>}/  orbax checkpoints (resumed: a model
+      whose checkpoint exists is loaded, not retrained)
+  results/expert_accuracy.{md,csv,json}  accuracy of the base and of every expert on every
+      domain's test split
+Config fields used: seed, data (see `merge_data`), model (arch, widths, stage_sizes, patch_size,
+dim, depth, num_heads), train (base_steps, expert_steps, batch_size, lr, expert_lr,
+weight_decay, fisher_batches), sources (domains to train on; empty = all of data.domains).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from yiplearn.experiments import merge_data
+from yiplearn.io import checkpoints, tables
+from yiplearn.merging import static
+from yiplearn.models.classifier import Classifier
+from yiplearn.models.resnet import resnet_classifier
+from yiplearn.models.vit import vit_classifier
+
+
+class Family(NamedTuple):
+  """A base model, its experts (in `sources` order) and optional diagonal Fisher estimates."""
+  model: Classifier
+  sources: list[str]
+  base: Any
+  experts: list[Any]
+  fishers: list[Any] | None
+
+
+def make_model(model_cfg: Any, num_classes: int) -> Classifier:
+  arch = model_cfg.get('arch', 'resnet')
+  if arch == 'resnet':
+    return resnet_classifier(num_classes, tuple(model_cfg.stage_sizes), tuple(model_cfg.widths))
+  if arch == 'vit':
+    return vit_classifier(num_classes, int(model_cfg.patch_size), int(model_cfg.dim),
+                          int(model_cfg.depth), int(model_cfg.num_heads))
+  raise ValueError(f"model.arch={arch!r}; expected 'resnet' or 'vit'")
+
+
+def make_train_step(model: Classifier, tx: optax.GradientTransformation):
+  """Jitted (variables, opt_state, x, y) -> (variables, opt_state, loss); state donated."""
+  def loss_fn(params, variables, x, y):
+    v = dict(variables, params=params)
+    feats, new_v = model.encode_with_updates(v, x)
+    logits = model.head(new_v, feats)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, new_v
+
+  def step(variables, opt_state, x, y):
+    (loss, new_v), g = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'], variables, x, y)
+    upd, new_opt = tx.update(g, opt_state, variables['params'])
+    new_v = dict(new_v, params=optax.apply_updates(variables['params'], upd))
+    ok = jnp.isfinite(loss)  # a non-finite loss skips the update
+    new_v, new_opt = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_v, new_opt),
+                                  (variables, opt_state))
+    return new_v, new_opt, loss
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, steps: int,
+          batch_size: int, lr: float, seed: int, weight_decay: float = 0.0) -> Any:
+  """`steps` AdamW steps of cross-entropy on (x, y) with reshuffled epochs; returns variables."""
+  tx = optax.adamw(optax.cosine_decay_schedule(lr, max(steps, 1)), weight_decay=weight_decay)
+  variables = jax.tree.map(jnp.array, variables)
+  opt_state = tx.init(variables['params'])
+  step_fn = make_train_step(model, tx)
+  rng = np.random.default_rng(seed)
+  bs = min(batch_size, len(x))
+  order, pos, losses = rng.permutation(len(x)), 0, []
+  for _ in range(steps):
+    if pos + bs > len(order):
+      order, pos = rng.permutation(len(x)), 0
+    idx = order[pos:pos + bs]
+    pos += bs
+    variables, opt_state, loss = step_fn(variables, opt_state, jnp.asarray(x[idx]),
+                                         jnp.asarray(y[idx]))
+    losses.append(loss)
+  if losses:
+    logging.info('trained %d steps, final loss %.4f', steps, float(np.mean(losses[-10:])))
+  return variables
+
+
+def predict(model: Classifier, variables: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+  """Argmax predictions (N,) in eval mode (running BatchNorm statistics)."""
+  fn = jax.jit(lambda v, b: jnp.argmax(model.apply(v, b), -1))
+  return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch_size])))
+                         for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray) -> float:
+  return float(np.mean(predict(model, variables, x) == y))
+
+
+def _cached(ckpt_root: str, name: str, target: Any, make, extra: dict | None = None) -> Any:
+  """Restores checkpoint `<root>/<name>` into `target`'s structure, or computes and saves it."""
+  ckpt = checkpoints.Checkpointer(os.path.join(ckpt_root, name), max_to_keep=1)
+  try:
+    if ckpt.latest_step() is not None:
+      logging.info('restoring %s from %s', name, ckpt.directory)
+      state, _ = ckpt.restore(None, target)
+      return state
+    state = make()
+    ckpt.save(0, state, extra=extra)
+    return state
+  finally:
+    ckpt.close()
+
+
+def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
+                 ckpt_root: str, *, with_fisher: bool = False) -> Family:
+  """Base on pooled `sources`, then one expert per source, fine-tuned from the base (resumable)."""
+  for s in sources:
+    if s not in data:
+      raise ValueError(f'sources entry {s!r}; expected one of {sorted(data)}')
+  t = config.train
+  model = make_model(config.model, num_classes)
+  x0 = jnp.asarray(data[sources[0]]['train'][0][:2])
+  init = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), x0)
+  pooled_x = np.concatenate([data[s]['train'][0] for s in sources])
+  pooled_y = np.concatenate([data[s]['train'][1] for s in sources])
+  base = _cached(ckpt_root, 'base', init, lambda: train(
+      model, init, pooled_x, pooled_y, steps=int(t.base_steps), batch_size=int(t.batch_size),
+      lr=float(t.lr), seed=config.seed, weight_decay=float(t.get('weight_decay', 0.0))),
+      extra={'sources': sources})
+  experts, fishers = [], []
+  for i, s in enumerate(sources):
+    x, y = data[s]['train']
+    e = _cached(ckpt_root, f'expert_{s}', init, lambda x=x, y=y, i=i: train(
+        model, base, x, y, steps=int(t.expert_steps), batch_size=int(t.batch_size),
+        lr=float(t.get('expert_lr', t.lr)), seed=config.seed + 1 + i,
+        weight_decay=float(t.get('weight_decay', 0.0))), extra={'domain': s})
+    experts.append(e)
+    if with_fisher:
+      def make_fisher(e=e, x=x):
+        bs = int(t.batch_size)
+        nb = max(1, int(t.get('fisher_batches', 4)))
+        batches = [x[j * bs:(j + 1) * bs] for j in range(nb) if len(x[j * bs:(j + 1) * bs])]
+        lp = lambda p, b: jax.nn.log_softmax(model.apply(dict(e, params=p), b))
+        return static.diagonal_fisher(lp, e['params'], batches,
+                                      key=jax.random.fold_in(jax.random.key(config.seed), 100 + i))
+      fishers.append(_cached(ckpt_root, f'fisher_{s}', init['params'], make_fisher))
+  return Family(model, list(sources), base, experts, fishers if with_fisher else None)
+
+
+def run(config: Any, workdir: str) -> dict:
+  data, num_classes = merge_data.load_domains(config.data, workdir)
+  sources = list(config.get('sources', []) or []) or list(data)
+  fam = train_family(config, data, num_classes, sources,
+                     os.path.join(workdir, 'checkpoints', 'all'),
+                     with_fisher=bool(config.train.get('save_fisher', False)))
+  rows = []
+  for name, v in [('base', fam.base)] + [(f'expert_{s}', e) for s, e in zip(sources, fam.experts)]:
+    row = {'model': name}
+    for d in data:
+      row[d] = accuracy(fam.model, v, *data[d]['test'])
+    rows.append(row)
+  md = tables.write_table(os.path.join(workdir, 'results', 'expert_accuracy'), rows,
+                          ['model'] + list(data), title='Test accuracy per domain (rows: models)')
+  logging.info('\n%s', md)
+  return {'accuracy': rows}
