@@ -1,4 +1,8 @@
-"""Shared defaults of the online-merging configs (merge_digits, merge_lgg, merge_fundus)."""
+"""Shared defaults of the online-merging configs (merge_digits, merge_lgg, merge_fundus).
+
+Sequences are tuples so that they can be overridden on the command line, e.g.
+`--config.methods="('mean', 'eam')" --config.streams="('iid',)" --config.targets="('rot30',)"`.
+"""
 from __future__ import annotations
 
 import ml_collections
@@ -15,8 +19,8 @@ def base_config(a) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'merge_online'
   c.seed = a.seed
-  c.targets = []              # held-out target domains (empty = every domain)
-  c.sources = []              # train_experts only: domains to train on (empty = all)
+  c.targets = ()              # held-out target domains (empty = every domain)
+  c.sources = ()              # train_experts only: domains to train on (empty = all)
   c.experts_workdir = ''      # read/write expert checkpoints here instead of the workdir
   c.landscape = True
   c.model = ml_collections.ConfigDict(dict(arch='resnet', stage_sizes=(1, 1, 1),
@@ -27,8 +31,8 @@ def base_config(a) -> ml_collections.ConfigDict:
                                            fisher_batches=4, save_fisher=True))
   c.stream = ml_collections.ConfigDict(dict(batch_size=a.batch, alpha=a.alpha,
                                             continual_within='dirichlet'))
-  c.streams = ['iid', 'dirichlet', 'mixed', 'continual']
-  c.methods = list(ALL_METHODS)
+  c.streams = ('iid', 'dirichlet', 'mixed', 'continual')
+  c.methods = tuple(ALL_METHODS)
   c.static = ml_collections.ConfigDict(dict(ta_scale=0.3, ties_density=0.2, ties_scale=1.0,
                                             dare_rate=0.5))
   c.eam = ml_collections.ConfigDict(dict(
@@ -39,9 +43,10 @@ def base_config(a) -> ml_collections.ConfigDict:
   c.tent = ml_collections.ConfigDict(dict(lr=1e-3))
   if a.quick:
     c.model.stage_sizes, c.model.widths = (1, 1), (8, 16)
-    c.train.update(dict(base_steps=150, expert_steps=40, batch_size=32, fisher_batches=1))
-    c.streams = ['iid', 'dirichlet', 'continual']
-    c.methods = list(QUICK_METHODS)
+    c.train.update(dict(base_steps=150, expert_steps=40, expert_lr=1e-3, batch_size=32,
+                        fisher_batches=1))
+    c.streams = ('iid', 'dirichlet', 'continual')
+    c.methods = tuple(QUICK_METHODS)
     c.eam.grid_resolution = 2
   return c
 

@@ -21,14 +21,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = common.parse_arg(arg, size=28, **merge_common.COMMON_ARGS)
   c = merge_common.base_config(a)
   domains = ['rot0', 'rot15', 'rot30', 'rot45', 'rot60', 'rot75']
-  c.data = ml_collections.ConfigDict(dict(name='rotated_digits', domains=domains,
+  c.data = ml_collections.ConfigDict(dict(name='rotated_digits', domains=tuple(domains),
                                           image_size=a.size, norm='unit', max_train=0,
                                           max_test=0))
+  # A briefly trained shared base and longer per-domain fine-tuning: specialised experts.
+  c.train.update(dict(base_steps=100, expert_steps=300, expert_lr=3e-3))
+  c.eam.grid_resolution = 2  # K = 5: one-hots, pairwise midpoints, mean (+ refinement)
   if a.quick:
-    c.data.domains = ['rot0', 'rot30', 'rot60', 'rot75']  # K = 3 experts per target
+    c.data.domains = ('rot0', 'rot30', 'rot60', 'rot75')  # K = 3 experts per target
     c.data.image_size = 16
     c.data.max_train, c.data.max_test = 256, 64
-    c.targets = ['rot30']
+    c.targets = ('rot30',)
   if a.targets:
-    c.targets = a.targets.split(';')
+    c.targets = tuple(a.targets.split(';'))
   return c

@@ -27,14 +27,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.check_choice('by', a.by, ('sequence', 'site'))
   c = merge_common.base_config(a)
   domains = ['pre', 'flair', 'post'] if a.by == 'sequence' else ['DU', 'HT', 'CS', 'FG']
-  c.data = ml_collections.ConfigDict(dict(name='lgg_kaggle_3m', domains=domains, domain_by=a.by,
+  c.data = ml_collections.ConfigDict(dict(name='lgg_kaggle_3m', domains=tuple(domains), domain_by=a.by,
                                           image_size=a.size, norm='zscore', manual_dir='',
                                           max_train=0, max_test=0))
   c.train.update(dict(base_steps=300, expert_steps=100, batch_size=32))
   if a.quick:
     c.data.image_size = 32
     c.train.update(dict(base_steps=60, expert_steps=20, batch_size=32))
-    c.targets = [domains[-1]]
+    c.targets = (domains[-1],)
   if a.targets:
-    c.targets = a.targets.split(';')
+    c.targets = tuple(a.targets.split(';'))
   return c

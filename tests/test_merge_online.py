@@ -10,15 +10,15 @@ from yiplearn.experiments import merge_online
 
 def tiny_config():
   c = merge_digits.get_config('quick')
-  c.data.domains = ['rot0', 'rot30', 'rot60', 'rot75']  # K = 3 experts per target
+  c.data.domains = ('rot0', 'rot30', 'rot60', 'rot75')  # K = 3 experts per target
   c.data.image_size = 8
   c.data.max_train, c.data.max_test = 48, 12
   c.model.stage_sizes, c.model.widths = (1,), (4,)
   c.train.update(dict(base_steps=5, expert_steps=2, batch_size=16))
-  c.targets = ['rot30']
-  c.streams = ['iid', 'dirichlet', 'continual']
+  c.targets = ('rot30',)
+  c.streams = ('iid', 'dirichlet', 'continual')
   c.stream.batch_size = 5
-  c.methods = ['experts', 'mean', 'eam', 'ensemble_entropy']
+  c.methods = ('experts', 'mean', 'eam', 'ensemble_entropy')
   return c
 
 
@@ -62,11 +62,11 @@ def test_end_to_end_and_resume(tmp_path, data_dir, monkeypatch):
 def test_validation(tmp_path, data_dir, monkeypatch):
   monkeypatch.setenv('YIPLEARN_DATA_DIR', data_dir)
   c = tiny_config()
-  c.targets = ['rot90']
+  c.targets = ('rot90',)
   with pytest.raises(ValueError, match='targets'):
     merge_online.run(c, str(tmp_path))
   c = tiny_config()
-  c.methods = ['median']
+  c.methods = ('median',)
   with pytest.raises(ValueError, match='methods'):
     merge_online.run(c, str(tmp_path))
 

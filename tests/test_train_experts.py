@@ -12,7 +12,7 @@ from yiplearn.experiments import train_experts
 def tiny_config(data_dir_env):
   c = merge_digits.get_config('quick')
   c.experiment = 'train_experts'
-  c.data.domains = ['rot0', 'rot45', 'rot75']
+  c.data.domains = ('rot0', 'rot45', 'rot75')
   c.data.image_size = 8
   c.data.max_train, c.data.max_test = 64, 16
   c.model.stage_sizes, c.model.widths = (1,), (4,)

@@ -15,6 +15,7 @@ weight_decay, fisher_batches), sources (domains to train on; empty = all of data
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, NamedTuple
 
@@ -51,8 +52,14 @@ def make_model(model_cfg: Any, num_classes: int) -> Classifier:
   raise ValueError(f"model.arch={arch!r}; expected 'resnet' or 'vit'")
 
 
-def make_train_step(model: Classifier, tx: optax.GradientTransformation):
-  """Jitted (variables, opt_state, x, y) -> (variables, opt_state, loss); state donated."""
+@functools.lru_cache(maxsize=16)
+def make_train_step(model: Classifier, weight_decay: float = 0.0):
+  """Jitted (variables, opt_state, x, y, lr) -> (variables, opt_state, loss), state donated.
+
+  AdamW with the learning rate passed per step (a traced scalar), so that one compiled step
+  serves the base and every expert of a family (cached per model and weight decay)."""
+  tx = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay))
+
   def loss_fn(params, variables, x, y):
     v = dict(variables, params=params)
     feats, new_v = model.encode_with_updates(v, x)
@@ -60,43 +67,49 @@ def make_train_step(model: Classifier, tx: optax.GradientTransformation):
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, new_v
 
-  def step(variables, opt_state, x, y):
+  def step(variables, opt_state, x, y, lr):
     (loss, new_v), g = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'], variables, x, y)
     upd, new_opt = tx.update(g, opt_state, variables['params'])
+    upd = jax.tree.map(lambda u: -lr * u, upd)
     new_v = dict(new_v, params=optax.apply_updates(variables['params'], upd))
     ok = jnp.isfinite(loss)  # a non-finite loss skips the update
     new_v, new_opt = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_v, new_opt),
                                   (variables, opt_state))
     return new_v, new_opt, loss
-  return jax.jit(step, donate_argnums=(0, 1))
+  return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
 def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, steps: int,
           batch_size: int, lr: float, seed: int, weight_decay: float = 0.0) -> Any:
-  """`steps` AdamW steps of cross-entropy on (x, y) with reshuffled epochs; returns variables."""
-  tx = optax.adamw(optax.cosine_decay_schedule(lr, max(steps, 1)), weight_decay=weight_decay)
+  """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs."""
+  tx, step_fn = make_train_step(model, float(weight_decay))
+  schedule = optax.cosine_decay_schedule(lr, max(steps, 1))
   variables = jax.tree.map(jnp.array, variables)
   opt_state = tx.init(variables['params'])
-  step_fn = make_train_step(model, tx)
   rng = np.random.default_rng(seed)
   bs = min(batch_size, len(x))
   order, pos, losses = rng.permutation(len(x)), 0, []
-  for _ in range(steps):
+  for i in range(steps):
     if pos + bs > len(order):
       order, pos = rng.permutation(len(x)), 0
     idx = order[pos:pos + bs]
     pos += bs
     variables, opt_state, loss = step_fn(variables, opt_state, jnp.asarray(x[idx]),
-                                         jnp.asarray(y[idx]))
+                                         jnp.asarray(y[idx]), jnp.float32(schedule(i)))
     losses.append(loss)
   if losses:
     logging.info('trained %d steps, final loss %.4f', steps, float(np.mean(losses[-10:])))
   return variables
 
 
+@functools.lru_cache(maxsize=16)
+def _predict_fn(model: Classifier):
+  return jax.jit(lambda v, b: jnp.argmax(model.apply(v, b), -1))
+
+
 def predict(model: Classifier, variables: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
   """Argmax predictions (N,) in eval mode (running BatchNorm statistics)."""
-  fn = jax.jit(lambda v, b: jnp.argmax(model.apply(v, b), -1))
+  fn = _predict_fn(model)
   return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch_size])))
                          for i in range(0, len(x), batch_size)])
 
