@@ -1,21 +1,12 @@
 """Losses against direct numpy evaluations of their formulas (DESIGN.md 1.1)."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from yiplearn import losses
-
-try:
-    from yiplearn.clicks import Clicks
-except ImportError:  # pragma: no cover - B1's module not committed yet
-    class Clicks(NamedTuple):
-        coords: jax.Array
-        labels: jax.Array
-        valid: jax.Array
+from yiplearn.clicks import Clicks
 
 
 def _clicks(coords, labels, valid):

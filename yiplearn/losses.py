@@ -11,13 +11,12 @@ finite loss and finite gradients. (Non-finite *inputs* propagate; the update rul
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-if TYPE_CHECKING:  # only attribute access (coords, labels, valid) is needed at run time
-    from yiplearn.clicks import Clicks
+from yiplearn.clicks import Clicks
 
 __all__ = [
     "dice_loss",

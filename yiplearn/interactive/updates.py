@@ -232,13 +232,19 @@ def make_optimizer(hp: HParams) -> optax.GradientTransformation:
 
 
 def init_state(params: Any, hp: HParams, tx: Optional[optax.GradientTransformation] = None) -> AdaptState:
-    """Fresh state from pre-trained ``params``; keeps an :class:`Anchor` when the method needs one."""
+    """Fresh state from pre-trained ``params``; keeps an :class:`Anchor` when the method needs one.
+
+    The state owns copies of ``params`` (sessions donate the state, so the caller's arrays stay usable,
+    e.g. for the next method's stream).
+    """
     hp.validate()
     tx = tx or make_optimizer(hp)
-    opt_state = tx.init(params)
+    copy = lambda tree: jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
     rule = hp.rule
-    anchor = Anchor(params, opt_state) if (rule.episodic or rule.per_click == "ia_sa") else None
-    return AdaptState(params, opt_state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), anchor)
+    anchor = None
+    if rule.episodic or rule.per_click == "ia_sa":
+        anchor = Anchor(copy(params), tx.init(params))
+    return AdaptState(copy(params), tx.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), anchor)
 
 
 def set_learning_rate(state: AdaptState, lr: Any) -> AdaptState:
