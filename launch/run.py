@@ -88,7 +88,16 @@ def _parse_flags(argv):
     _fail(_root_message(e))
 
 
+class _QuietLibraries:
+  """Drops INFO records of orbax and tfds (one line per file operation) from the absl log."""
+
+  def filter(self, record) -> bool:
+    noisy = ("orbax" in record.pathname or "tensorflow_datasets" in record.pathname)
+    return record.levelno >= 30 or not noisy
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}: use --config and --workdir")
   if _CONFIG.value is None:

@@ -21,7 +21,8 @@ class CheckpointError(ValueError):
 
 def _abstract(target: Any) -> Any:
   def leaf(x):
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):  # arrays and jax.ShapeDtypeStruct pass through
+      x = np.asarray(x)
     return jax.ShapeDtypeStruct(x.shape, x.dtype)
   return jax.tree_util.tree_map(leaf, target)
 
