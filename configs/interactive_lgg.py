@@ -46,5 +46,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     targets = {"t1": _data("test", "t1", size, quick=a.quick), "t1c": _data("test", "t1c", size, quick=a.quick)}
   else:
     targets = {"unseen_sites": _data("all", "flair", size, SITE_TEST, a.quick)}
-  adapt = ic.adapt(targets, num_classes=2, report={"lesion": [1]}, quick=a.quick, lr=5e-5)
+  methods = ("frozen", "pi", "pi_mi") if a.quick else ic.METHODS
+  adapt = ic.adapt(targets, num_classes=2, report={"lesion": [1]}, quick=a.quick, lr=5e-5, methods=methods)
   return ic.stage_config(a.stage, pre, adapt)

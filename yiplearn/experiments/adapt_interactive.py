@@ -64,7 +64,7 @@ def summarize(curves: dict[str, np.ndarray], num_clicks: int) -> dict[str, float
   return row
 
 
-def _stream(config, model, params, target: str, method: str, images, masks, ids, key, workdir, log):
+def _stream(config, model, params, target: str, method: str, images, masks, ids, key, workdir, log, sessions):
   """Runs (or resumes) one method over one target stream; returns the per-image union-Dice curves (N, T, R)."""
   hp = updates.hparams_from_config(config, method)
   names = [n for n, _ in hp.report_unions]
@@ -84,7 +84,9 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
     state, union, counts = saved["state"], np.asarray(saved["union"]), np.asarray(saved["counts"])
     start = int(extra["images_done"])
     logging.info("%s/%s: resumed after %d of %d images", target, method, start, n)
-  session = session_lib.make_session(model, hp)
+  if method not in sessions:  # one compiled session per method, reused by every target of the same shape
+    sessions[method] = session_lib.make_session(model, hp)
+  session = sessions[method]
   prog = progress.Progress(n, f"{target}/{method} images", start=start)
   for i in range(start, n):
     t0 = time.perf_counter()
@@ -122,6 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   log = writers.JsonlWriter(os.path.join(workdir, "per_click.jsonl"))
   all_rows, summary = [], {}
   model = params = None
+  sessions: dict[str, Any] = {}
   for t_index, (target, data_cfg) in enumerate(sorted(config.targets.items())):
     data = seg_common.load_segmentation(data_cfg, workdir)
     images, masks = data["images"], data["masks"]
@@ -130,7 +133,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     rows, mean_curves = [], {}
     for method in config.methods:
       res = _stream(config, model, params, target, method, images, masks, data["ids"],
-                    jax.random.fold_in(key, t_index), workdir, log)
+                    jax.random.fold_in(key, t_index), workdir, log, sessions)
       names = [str(n) for n in res["names"]]
       curves = {name: res["union"][:, :, r] for r, name in enumerate(names)}
       counts = res["counts"]

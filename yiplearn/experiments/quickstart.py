@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import ml_collections
@@ -19,11 +18,6 @@ from yiplearn.experiments import dataset_card
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   summary: dict[str, Any] = {"dataset_card": dataset_card.run(config.card, workdir)}
   if config.get("demo", None) is not None and config.demo.get("enabled", False):
-    from yiplearn.experiments import adapt_interactive, pretrain  # pylint: disable=g-import-not-at-top
-    pre_dir = os.path.join(workdir, "pretrain")
-    summary["pretrain"] = pretrain.run(config.demo.pretrain, pre_dir)
-    adapt_cfg = config.demo.adapt
-    with adapt_cfg.unlocked():
-      adapt_cfg.checkpoint_dir = os.path.join(pre_dir, "checkpoints")
-    summary["adapt"] = adapt_interactive.run(adapt_cfg, workdir)
+    from yiplearn.experiments import interactive  # pylint: disable=g-import-not-at-top
+    summary["demo"] = interactive.run(config.demo, workdir)
   return summary
