@@ -63,7 +63,7 @@ def _apply_fn(model: Any) -> Callable:
 
 
 def make_session(model: Any, hp: U.HParams, *, tx=None, stream_axes: Optional[Sequence[Any]] = None,
-                 jit: bool = True) -> Callable:
+                 jit: bool = True, unroll: int | bool = 1) -> Callable:
     """Builds ``session(state, image, gt, key) -> (state, SessionOutput)``.
 
     Args:
@@ -73,6 +73,9 @@ def make_session(model: Any, hp: U.HParams, *, tx=None, stream_axes: Optional[Se
       stream_axes: if given, ``vmap`` in_axes for (state, image, gt, key), e.g. ``(0, None, None, 0)`` for
         independent streams (seeds / learning rates) on the same image.
       jit: jit with the state donated (default). With ``jit=False`` the raw function is returned.
+      unroll: ``lax.scan`` unrolling of the click loop. ``True`` (full) trades a much longer compilation for a
+        faster run on CPU, where convolutions inside a while loop are slow (measured: U-Net (8, 16, 32, 64),
+        64 x 64, T = 10, MI: 0.2 s vs 0.8 s per image, compile 140 s vs 26 s on 2 shared cores).
 
     Inputs: image (H, W, C) float32, gt (H, W) int class map, key a PRNG key. The state is donated: keep no
     references to the passed state.
@@ -142,7 +145,7 @@ def make_session(model: Any, hp: U.HParams, *, tx=None, stream_axes: Optional[Se
             carry, _, out = click(*carry, t, last=False)
             return carry, out
 
-        (state, cl, x), (ds, us, pls, mls) = jax.lax.scan(body, (state, cl, x), jnp.arange(T - 1))
+        (state, cl, x), (ds, us, pls, mls) = jax.lax.scan(body, (state, cl, x), jnp.arange(T - 1), unroll=unroll)
         (state, cl, x), final_pred, (d, u, pl, _) = click(state, cl, x, T - 1, last=True)
         dice = jnp.concatenate([ds, d[None]])
         union = jnp.concatenate([us, u[None]])

@@ -57,6 +57,7 @@ __all__ = [
     "ia_sa_step",
     "tent_step",
     "oracle_step",
+    "check_method_names",
 ]
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
