@@ -36,6 +36,16 @@ def _eam(model, k: int, e: Any, **overrides) -> online.OnlineMethod:
   return online.entropy_adaptive(model, k, **kw)
 
 
+def _params_only(merge_fn):
+  """Applies a task-vector merge to `params` only; other collections (BatchNorm statistics) are
+  averaged: trimming/dropping/summing running variances with the weights' rule breaks them."""
+  def fn(ex, b):
+    out = {c: static.mean_merge(ex[c]) for c in ex if c != 'params'}
+    out['params'] = merge_fn(ex['params'], b['params'])
+    return out
+  return fn
+
+
 def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
   """{row name: OnlineMethod} for `config.methods` and the family `fam` (train_experts.Family)."""
   model, k = fam.model, len(fam.experts)
@@ -51,15 +61,15 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
     elif name == 'mean':
       out[name] = online.fixed_model(model, lambda ex, b: static.mean_merge(ex))
     elif name == 'task_arithmetic':
-      out[name] = online.fixed_model(model, lambda ex, b: static.task_arithmetic(
-          ex, b, float(s.ta_scale)))
+      out[name] = online.fixed_model(model, _params_only(lambda ex, b: static.task_arithmetic(
+          ex, b, float(s.ta_scale))))
     elif name == 'ties':
-      out[name] = online.fixed_model(model, lambda ex, b: static.ties_merge(
-          ex, b, float(s.ties_density), float(s.ties_scale)))
+      out[name] = online.fixed_model(model, _params_only(lambda ex, b: static.ties_merge(
+          ex, b, float(s.ties_density), float(s.ties_scale))))
     elif name == 'dare':
-      out[name] = online.fixed_model(model, lambda ex, b: static.dare_merge(
+      out[name] = online.fixed_model(model, _params_only(lambda ex, b: static.dare_merge(
           ex, b, jax.random.key(config.seed), float(s.dare_rate), then='task_arithmetic',
-          scale=float(s.ta_scale)))
+          scale=float(s.ta_scale))))
     elif name == 'fisher':
       if fam.fishers is None:
         raise ValueError("methods entry 'fisher' needs Fisher estimates (train_family with_fisher)")

@@ -146,8 +146,10 @@ def run(config: Any, workdir: str) -> dict:
         prog.update(len(stream))
         target_rows.append(dict(meta, accuracy=acc, n=n))
     for sname in streams:  # oracle: the best single expert on this stream
-      best = max((r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')),
-                 key=lambda r: r['accuracy'])
+      singles = [r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')]
+      if not singles:
+        continue
+      best = max(singles, key=lambda r: r['accuracy'])
       target_rows.append({'target': target, 'stream': sname, 'method': 'best_expert',
                           'accuracy': best['accuracy'], 'n': best['n']})
     if len(sources) == 3 and 'eam' in methods and config.get('landscape', True):
