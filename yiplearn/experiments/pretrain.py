@@ -107,7 +107,7 @@ def make_train_step(apply_fn, tx, *, num_classes: int, config: ml_collections.Co
 def init_state(config: ml_collections.ConfigDict, model, image_channels: int, num_classes: int, tx, key):
   size = int(config.data.image_size) or 64
   x = jnp.zeros((1, size, size, seg_common.input_channels(image_channels, num_classes, config.clicks.prev_mask)))
-  params = model.init(key, x)
+  params = jax.jit(model.init)(key, x)  # one compiled init: eager init dispatches op by op (slow on CPU)
   return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                     skipped=jnp.zeros((), jnp.int32))
 
@@ -133,6 +133,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"clicks.max_clicks={config.clicks.max_clicks}: expected at least 2 (a GT click + corrections)")
   if int(config.num_classes) < 2:
     raise ValueError(f"num_classes={config.num_classes}: expected at least 2 (background + one class)")
+  ks = sorted({k for k in (1, 5, int(config.eval_clicks)) if 1 <= k <= int(config.eval_clicks)})
+  allowed = [f"{n}@{k}" for n in ["dice", *dict(config.report)] for k in ks] + [f"{n}_auc" for n in dict(config.report)]
+  if config.select_metric not in allowed:
+    raise ValueError(f"select_metric={config.select_metric!r}: expected one of {allowed} (eval_clicks="
+                     f"{config.eval_clicks})")
   for name, classes in dict(config.report).items():
     bad = [c for c in classes if not 0 < int(c) < int(config.num_classes)]
     if bad:
