@@ -214,3 +214,57 @@ def make_synthetic_config(
     v = validate_kwargs(builder_name, kwargs, spec)
     name = f"{v['domain']}-s{v['image_size']}-n{v['num_train']}x{v['num_test']}-seed{v['seed']}"
     return SyntheticConfig(name=name, version=VERSION, description=f"{description} Domain {v['domain']!r}.", **v)
+
+
+class SyntheticSegmentationBuilder(tfds.core.GeneratorBasedBuilder):
+    """Shared body of the procedural segmentation builders (one config per domain and size).
+
+    Subclasses set NAME, DOMAINS, DEFAULT_DOMAIN, DESCRIPTION, EXTRA_FEATURES ({field: dtype}),
+    `code_path`, and `make_example = staticmethod(fn)` with
+    ``fn(seed, domain, split, index, image_size) -> record``. Records come in index order
+    (record i of a split is ``make_example(..., i)``).
+    """
+
+    VERSION = VERSION
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIG_CLASS = SyntheticConfig
+    NAME: str = ""
+    DOMAINS: tuple[str, ...] = ()
+    DESCRIPTION: str = ""
+    EXTRA_FEATURES: dict[str, Any] = {}
+    make_example: Callable[..., dict[str, Any]]
+
+    @classmethod
+    def make_config(cls, **kwargs: Any) -> SyntheticConfig:
+        """kwargs: domain (one of DOMAINS, default the first), image_size (16..1024, default 128),
+        num_train (default 200), num_test (default 50), seed (default 0)."""
+        return make_synthetic_config(cls.NAME, cls.DOMAINS, kwargs, default_size=128, default_train=200,
+                                     default_test=50, description=cls.DESCRIPTION)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        s = self.builder_config.image_size
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__class__.__doc__,
+            features=tfds.features.FeaturesDict({
+                "image": image_feature(s, 3),
+                "mask": mask_feature(s),
+                "domain": tfds.features.Text(),
+                "id": tfds.features.Text(),
+                **self.EXTRA_FEATURES,
+            }),
+            homepage="https://github.com/yiplearn/yiplearn",
+            disable_shuffling=True,  # records in index order: record i == make_example(..., i)
+            citation="",
+        )
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
+        c = self.builder_config
+        return {"train": self._generate_examples("train", c.num_train),
+                "test": self._generate_examples("test", c.num_test)}
+
+    def _generate_examples(self, split: str, count: int):
+        c = self.builder_config
+        for i in range(count):
+            ex = type(self).make_example(c.seed, c.domain, split, i, c.image_size)
+            yield ex["id"], ex

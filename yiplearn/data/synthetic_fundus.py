@@ -190,47 +190,12 @@ def make_example(seed: int, domain: str, split: str, index: int, image_size: int
     }
 
 
-class SyntheticFundus(tfds.core.GeneratorBasedBuilder):
+class SyntheticFundus(base.SyntheticSegmentationBuilder):
     """Procedural optic-disc crops with 3-class masks in named camera/site domains."""
 
-    VERSION = base.VERSION
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIG_CLASS = base.SyntheticConfig
+    NAME = "synthetic_fundus"
+    DOMAINS = DOMAINS
+    DESCRIPTION = "Synthetic optic-disc-centred fundus crops."
+    EXTRA_FEATURES = {"cup_to_disc": np.float32}
     code_path = manual.code_path_property(__file__)
-
-    @classmethod
-    def make_config(cls, **kwargs: Any) -> base.SyntheticConfig:
-        """kwargs: domain (one of DOMAINS, default 'source'), image_size (16..1024, default 128),
-        num_train (default 200), num_test (default 50), seed (default 0)."""
-        return base.make_synthetic_config(
-            "synthetic_fundus", DOMAINS, kwargs, default_size=128, default_train=200, default_test=50,
-            description="Synthetic optic-disc-centred fundus crops.",
-        )
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        s = self.builder_config.image_size
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": base.image_feature(s, 3),
-                "mask": base.mask_feature(s),
-                "domain": tfds.features.Text(),
-                "id": tfds.features.Text(),
-                "cup_to_disc": np.float32,
-            }),
-            homepage="https://github.com/yiplearn/yiplearn",
-            disable_shuffling=True,  # records in index order: record i == make_example(..., i)
-            citation="",
-        )
-
-    def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
-        c = self.builder_config
-        return {"train": self._generate_examples("train", c.num_train),
-                "test": self._generate_examples("test", c.num_test)}
-
-    def _generate_examples(self, split: str, count: int):
-        c = self.builder_config
-        for i in range(count):
-            ex = make_example(c.seed, c.domain, split, i, c.image_size)
-            yield ex["id"], ex
+    make_example = staticmethod(make_example)

@@ -176,47 +176,12 @@ def make_example(seed: int, domain: str, split: str, index: int, image_size: int
     }
 
 
-class SyntheticMri(tfds.core.GeneratorBasedBuilder):
+class SyntheticMri(base.SyntheticSegmentationBuilder):
     """Procedural brain MR slices (T1, FLAIR, T1c channels) with lesion masks, per site."""
 
-    VERSION = base.VERSION
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIG_CLASS = base.SyntheticConfig
+    NAME = "synthetic_mri"
+    DOMAINS = DOMAINS
+    DESCRIPTION = "Synthetic brain MR slices (T1, FLAIR, T1c) with lesion masks."
+    EXTRA_FEATURES = {"lesion_area": np.int32}
     code_path = manual.code_path_property(__file__)
-
-    @classmethod
-    def make_config(cls, **kwargs: Any) -> base.SyntheticConfig:
-        """kwargs: domain (one of DOMAINS, default 'site_a'), image_size (16..1024, default 128),
-        num_train (default 200), num_test (default 50), seed (default 0)."""
-        return base.make_synthetic_config(
-            "synthetic_mri", DOMAINS, kwargs, default_size=128, default_train=200, default_test=50,
-            description="Synthetic brain MR slices (T1, FLAIR, T1c) with lesion masks.",
-        )
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        s = self.builder_config.image_size
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": base.image_feature(s, 3),
-                "mask": base.mask_feature(s),
-                "domain": tfds.features.Text(),
-                "id": tfds.features.Text(),
-                "lesion_area": np.int32,
-            }),
-            homepage="https://github.com/yiplearn/yiplearn",
-            disable_shuffling=True,  # records in index order: record i == make_example(..., i)
-            citation="",
-        )
-
-    def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
-        c = self.builder_config
-        return {"train": self._generate_examples("train", c.num_train),
-                "test": self._generate_examples("test", c.num_test)}
-
-    def _generate_examples(self, split: str, count: int):
-        c = self.builder_config
-        for i in range(count):
-            ex = make_example(c.seed, c.domain, split, i, c.image_size)
-            yield ex["id"], ex
+    make_example = staticmethod(make_example)
