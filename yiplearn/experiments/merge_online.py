@@ -18,8 +18,9 @@ Writes to the workdir:
   results/lambda_trace.jsonl             per batch: coefficients (lambda_enc, lambda_head / AdaMerging
                                          lambda / ensemble weights), batch accuracy, majority domain
   results/partial/<target>.json          finished targets (a restarted run skips them)
-  plots/entropy_landscape_<target>.png   for K = 3: mean prediction entropy over the simplex on the
-                                         first target batch, with the entropy-adaptive choice marked
+  plots/entropy_landscape_<target>.png   for K = 3: mean prediction entropy over the simplex (grid of
+                                         `landscape_resolution`) on the first batch of the first stream,
+                                         with the entropy-adaptive lambda_enc for that batch marked
 """
 from __future__ import annotations
 
@@ -153,12 +154,13 @@ def run(config: Any, workdir: str) -> dict:
       target_rows.append({'target': target, 'stream': sname, 'method': 'best_expert',
                           'accuracy': best['accuracy'], 'n': best['n']})
     if len(sources) == 3 and 'eam' in methods and config.get('landscape', True):
-      x = data[target]['test'][0][:int(config.stream.batch_size) * 4]
+      x = next(iter(streams[next(iter(streams))]))['image']  # the first batch of the first stream
       _, _, info = jax.jit(methods['eam'].update)(methods['eam'].init(experts, base), jnp.asarray(x))
       os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
       entropy_landscape(os.path.join(workdir, 'plots', f'entropy_landscape_{target}.png'), fam,
                         experts, base, x, np.asarray(info['lam_enc']),
-                        f'target {target}: experts {", ".join(sources)}')
+                        f'target {target}: experts {", ".join(sources)}',
+                        resolution=int(config.get('landscape_resolution', 12)))
     files.atomic_write_json(partial, target_rows)
     rows.extend(target_rows)
     logging.info('target %s: %s', target, {(r['stream'], r['method']): round(r['accuracy'], 4)
