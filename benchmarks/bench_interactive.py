@@ -92,7 +92,7 @@ def time_calls(call, state, warmup: int, repeats: int) -> tuple[dict, object]:
         out = jax.block_until_ready(call(state, 1 + warmup + i))
         times.append(time.perf_counter() - t0)
         state = out[0]
-    return {"compile_s": compile_s, "times_s": times, "median_s": float(np.median(times)),
+    return {"compile_s": compile_s, "warmup": warmup, "times_s": times, "median_s": float(np.median(times)),
             "p90_s": float(np.percentile(times, 90)), "n": repeats}, state
 
 
@@ -143,7 +143,7 @@ def bench_size(name: str, *, repeats: int, session_repeats: int, warmup: int, se
     return row
 
 
-def markdown(rows: list[dict], mach: dict) -> str:
+def markdown(rows: list[dict], mach: dict, num_runs: int = 1) -> str:
     lines = ["| size | H x W | Cin | K | params | phase | compile s (1st call) | median s | p90 s | n |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -161,7 +161,7 @@ def markdown(rows: list[dict], mach: dict) -> str:
     lines.append(f"Machine: {mach['cpu_model']}, {mach['cpus_usable']} usable of {mach['cpu_count']} CPUs, "
                  f"{mach['platform']}, jax {mach['jax']} ({mach['backend']}: {', '.join(mach['devices'])}); "
                  f"load average (1, 5, 15 min) at start {fmt_load(mach['load_start'])}, "
-                 f"at end {fmt_load(mach['load_end'])}.")
+                 f"at end {fmt_load(mach['load_end'])}" + (f" (over {num_runs} runs)." if num_runs > 1 else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +180,7 @@ def main() -> None:
     p.add_argument("--unroll", default="1", help="session click-scan unroll: an int or 'full'")
     p.add_argument("--out", default="bench_interactive.json")
     p.add_argument("--md", default=None, help="also write the Markdown table here")
+    p.add_argument("--append", action="store_true", help="keep the other sizes' rows of an existing --out")
     args = p.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     bad = [s for s in sizes if s not in SIZES]
@@ -192,20 +193,28 @@ def main() -> None:
     # CPU cannot always donate buffers; that is expected here and not worth a warning per call.
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     mach = machine()
-    mach["load_start"] = os.getloadavg()
+    mach["load_start"] = load_start = os.getloadavg()
+    rows, runs = [], []
+    if args.append and os.path.exists(args.out):  # an earlier run on the same machine: keep its other sizes
+        with open(args.out) as f:
+            old = json.load(f)
+        rows = [r for r in old["rows"] if r["size"] not in sizes]
+        runs = old.get("runs") or [{"argv": old.get("argv"), **{k: old["machine"].get(k) for k in
+                                                                ("load_start", "load_end", "wall_s")}}]
+        mach["load_start"] = old["machine"]["load_start"]
+    runs.append({"argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_start": load_start})
     print(f"machine: {mach['cpu_model']}, {mach['cpus_usable']} CPUs, jax {mach['jax']} {mach['devices']}, "
-          f"load {fmt_load(mach['load_start'])}", flush=True)
+          f"load {fmt_load(load_start)}", flush=True)
     started = time.time()
-    rows = []
     for s in sizes:  # results are written after every size, so a stopped run keeps what it measured
         rows.append(bench_size(s, repeats=args.repeats, session_repeats=args.session_repeats or args.repeats,
                                warmup=args.warmup, clicks=args.clicks, unroll=unroll,
                                session_warmup=args.warmup if args.session_warmup is None else args.session_warmup))
         mach["load_end"] = os.getloadavg()
-        mach["wall_s"] = time.time() - started
-        table = markdown(rows, mach)
+        runs[-1].update(load_end=mach["load_end"], wall_s=time.time() - started)
+        table = markdown(rows, mach, len(runs))
         with open(args.out, "w") as f:
-            json.dump({"machine": mach, "argv": sys.argv, "paper_reference_s": PAPER, "rows": rows}, f, indent=2)
+            json.dump({"machine": mach, "runs": runs, "paper_reference_s": PAPER, "rows": rows}, f, indent=2)
         if args.md:
             with open(args.md, "w") as f:
                 f.write(table)
