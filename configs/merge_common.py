@@ -38,8 +38,9 @@ def base_config(a) -> ml_collections.ConfigDict:
                                             dare_rate=0.5))
   c.eam = ml_collections.ConfigDict(dict(
       temperature=a.T, marginal_weight=0.0, gamma_ablation=1.0, scale=1.0, refine_radius=0.2,
-      ema=0.0, bn_mode='merge', score_head='previous', chunk_size=8, grid_resolution=-1,
+      ema=0.0, bn_mode='merge', score_head='previous', chunk_size=0, grid_resolution=-1,
       num_random=0))
+  # eam.chunk_size 0 = auto (1 on CPU, 16 on accelerators); grid_resolution -1 = auto.
   c.ada = ml_collections.ConfigDict(dict(lr=0.01, steps=2))
   c.tent = ml_collections.ConfigDict(dict(lr=1e-3))
   if a.quick:

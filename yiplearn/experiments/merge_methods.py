@@ -26,10 +26,18 @@ KNOWN = ('experts', 'mean', 'task_arithmetic', 'ties', 'dare', 'fisher', 'ensemb
          'eam_argmin', 'eam_marginal', 'eam_bnbatch')
 
 
+def auto_chunk(chunk_size: int) -> int:
+  """0 = automatic: 1 on CPU (XLA:CPU runs vmapped per-candidate convolutions as slow grouped
+  convolutions; a sequential scan is ~5x faster, see benchmarks/bench_merging.py), else 16."""
+  if chunk_size > 0:
+    return chunk_size
+  return 1 if jax.default_backend() == 'cpu' else 16
+
+
 def _eam(model, k: int, e: Any, **overrides) -> online.OnlineMethod:
   kw = dict(temperature=float(e.temperature), marginal_weight=float(e.marginal_weight),
             scale=float(e.scale), refine_radius=float(e.refine_radius), ema=float(e.ema),
-            bn_mode=e.bn_mode, score_head=e.score_head, chunk_size=int(e.chunk_size),
+            bn_mode=e.bn_mode, score_head=e.score_head, chunk_size=auto_chunk(int(e.chunk_size)),
             grid_resolution=None if int(e.grid_resolution) < 0 else int(e.grid_resolution),
             num_random=int(e.num_random), seed=0)
   kw.update(overrides)

@@ -94,7 +94,7 @@ def entropy_landscape(path: str, fam, experts, base, x: np.ndarray, chosen: np.n
   grid = candidates.simplex_grid(3, resolution)
   tau = tr.task_vectors(experts, base)
   h = np.asarray(online.score_candidates(fam.model, base, tau, jnp.asarray(x), jnp.asarray(grid),
-                                         chunk_size=16))
+                                         chunk_size=merge_methods.auto_chunk(0)))
   to_xy = lambda lam: (lam[..., 1] + 0.5 * lam[..., 2], (np.sqrt(3) / 2) * lam[..., 2])
   gx, gy = to_xy(grid)
   fig, ax = plt.subplots(figsize=(5.2, 4.6))
