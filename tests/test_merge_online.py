@@ -81,3 +81,41 @@ def test_configs_parse():
   assert merge_digits.get_config('batch=1').stream.batch_size == 1
   with pytest.raises(ValueError):
     merge_digits.get_config('nonsense=1')
+
+
+def test_fisher_method_follows_dominant_expert_including_batch_stats():
+  """One expert with overwhelming Fisher: the 'fisher' method must reproduce that expert exactly,
+  BatchNorm running statistics included (they used to be averaged uniformly, mixing one expert's
+  weights with the others' statistics)."""
+  import types
+
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+
+  from yiplearn.experiments import merge_methods, train_experts
+  from yiplearn.merging import tree as tr
+  from yiplearn.models.resnet import resnet_classifier
+
+  model = resnet_classifier(3, (1,), (4,))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 8, 8, 1)), jnp.float32)
+  base = model.init(jax.random.key(0), x)
+  experts = []
+  leaves, treedef = jax.tree.flatten(base)
+  for k in range(3):  # distinct params and distinct running statistics per expert
+    experts.append(jax.tree.unflatten(treedef, [
+        a + 0.3 * jax.random.uniform(jax.random.fold_in(jax.random.key(10 + k), i), a.shape)
+        for i, a in enumerate(leaves)]))
+  fishers = [jax.tree.map(lambda a, k=k: jnp.full(a.shape, 1e6 if k == 1 else 1e-3, jnp.float32),
+                          e['params']) for k, e in enumerate(experts)]
+  fam = train_experts.Family(model, ['a', 'b', 'c'], base, experts, fishers)
+  cfg = ml_collections.ConfigDict(dict(methods=('fisher',), seed=0, static={}, eam={}))
+  method = merge_methods.build(cfg, fam)['fisher']
+  state = method.init(tr.stack(experts), base)
+  _, logits, _ = method.update(state, x)
+  np.testing.assert_allclose(logits, model.apply(experts[1], x), rtol=1e-4, atol=1e-4)
+  # The uniform mean of the statistics would give clearly different outputs.
+  mixed = dict(experts[1], batch_stats=jax.tree.map(lambda a: a.mean(0),
+                                                    tr.stack(experts)['batch_stats']))
+  assert np.abs(np.asarray(model.apply(mixed, x) - model.apply(experts[1], x))).max() > 1e-3

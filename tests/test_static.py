@@ -139,3 +139,18 @@ def test_fisher_merge_vs_numpy():
   dom = {'a': jnp.zeros_like(experts['a']).at[1].set(1e6), 'b': jnp.zeros_like(experts['b']).at[1].set(1e6)}
   d = static.fisher_merge(experts, dom)
   np.testing.assert_allclose(d['a'], experts['a'][1], rtol=1e-4, atol=1e-5)
+
+
+def test_batch_stats_fisher_maps_bn_param_fisher():
+  f_params = {'enc': {'bn': {'scale': jnp.array([[1., 2.], [3., 4.]]),
+                             'bias': jnp.array([[10., 20.], [30., 40.]])},
+                      'conv': {'kernel': jnp.ones((2, 3, 2))}}}
+  stats = {'enc': {'bn': {'mean': jnp.zeros((2, 2)), 'var': jnp.ones((2, 2))},
+                   'other': {'mean': jnp.zeros((2, 5))}}}
+  got = static.batch_stats_fisher(f_params, stats)
+  np.testing.assert_allclose(got['enc']['bn']['mean'], [[11., 22.], [33., 44.]])
+  np.testing.assert_allclose(got['enc']['bn']['var'], [[11., 22.], [33., 44.]])
+  assert got['enc']['other']['mean'] is None  # no matching scale/bias: uniform mean
+  merged = static.fisher_merge(stats, got)
+  np.testing.assert_allclose(merged['enc']['bn']['var'], [1., 1.])
+  np.testing.assert_allclose(merged['enc']['other']['mean'], np.zeros(5))

@@ -82,8 +82,14 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
       if fam.fishers is None:
         raise ValueError("methods entry 'fisher' needs Fisher estimates (train_family with_fisher)")
       fishers = {'params': tr.stack(fam.fishers)}
-      out[name] = online.fixed_model(model, lambda ex, b: static.fisher_merge(
-          ex, dict(fishers, **{c: None for c in ex if c != 'params'})))
+
+      def fisher_fn(ex, b, fishers=fishers):
+        # BN running statistics follow the Fisher of their module's scale/bias (per channel).
+        f = dict(fishers, **{c: None for c in ex if c not in ('params', 'batch_stats')})
+        if 'batch_stats' in ex:
+          f['batch_stats'] = static.batch_stats_fisher(fishers['params'], ex['batch_stats'])
+        return static.fisher_merge(ex, f)
+      out[name] = online.fixed_model(model, fisher_fn)
     elif name == 'ensemble_mean':
       out[name] = ensemble.output_ensemble(model, weighting='mean')
     elif name == 'ensemble_entropy':
