@@ -29,7 +29,8 @@ def base_config(a) -> ml_collections.ConfigDict:
                                            num_heads=2))
   c.train = ml_collections.ConfigDict(dict(base_steps=400, expert_steps=150, batch_size=64,
                                            lr=3e-3, expert_lr=1e-3, weight_decay=1e-4,
-                                           fisher_batches=4, save_fisher=True))
+                                           fisher_batches=4, save_fisher=True, balance=False,
+                                           flip=False))
   c.stream = ml_collections.ConfigDict(dict(batch_size=a.batch, alpha=a.alpha,
                                             continual_within='dirichlet'))
   c.streams = ('iid', 'dirichlet', 'mixed', 'continual')

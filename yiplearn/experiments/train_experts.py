@@ -80,8 +80,12 @@ def make_train_step(model: Classifier, weight_decay: float = 0.0):
 
 
 def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, steps: int,
-          batch_size: int, lr: float, seed: int, weight_decay: float = 0.0) -> Any:
-  """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs."""
+          batch_size: int, lr: float, seed: int, weight_decay: float = 0.0,
+          balance: bool = False, flip: bool = False) -> Any:
+  """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs.
+
+  `balance`: batches drawn with replacement with probability inversely proportional to the class
+  frequency (class-balanced sampling). `flip`: each example flipped left-right with p = 0.5."""
   tx, step_fn = make_train_step(model, float(weight_decay))
   schedule = optax.cosine_decay_schedule(lr, max(steps, 1))
   variables = jax.tree.map(jnp.array, variables)
@@ -89,12 +93,24 @@ def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, st
   rng = np.random.default_rng(seed)
   bs = min(batch_size, len(x))
   order, pos, losses = rng.permutation(len(x)), 0, []
+  p = None
+  if balance:
+    counts = np.bincount(y)
+    p = 1.0 / counts[y]
+    p = p / p.sum()
   for i in range(steps):
-    if pos + bs > len(order):
-      order, pos = rng.permutation(len(x)), 0
-    idx = order[pos:pos + bs]
-    pos += bs
-    variables, opt_state, loss = step_fn(variables, opt_state, jnp.asarray(x[idx]),
+    if p is not None:
+      idx = rng.choice(len(x), bs, p=p)
+    else:
+      if pos + bs > len(order):
+        order, pos = rng.permutation(len(x)), 0
+      idx = order[pos:pos + bs]
+      pos += bs
+    xb = x[idx]
+    if flip:
+      f = rng.random(len(idx)) < 0.5
+      xb = np.where(f[:, None, None, None], xb[:, :, ::-1], xb)
+    variables, opt_state, loss = step_fn(variables, opt_state, jnp.asarray(xb),
                                          jnp.asarray(y[idx]), jnp.float32(schedule(i)))
     losses.append(loss)
   if losses:
@@ -147,7 +163,8 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
   pooled_y = np.concatenate([data[s]['train'][1] for s in sources])
   base = _cached(ckpt_root, 'base', init, lambda: train(
       model, init, pooled_x, pooled_y, steps=int(t.base_steps), batch_size=int(t.batch_size),
-      lr=float(t.lr), seed=config.seed, weight_decay=float(t.get('weight_decay', 0.0))),
+      lr=float(t.lr), seed=config.seed, weight_decay=float(t.get('weight_decay', 0.0)),
+      balance=bool(t.get('balance', False)), flip=bool(t.get('flip', False))),
       extra={'sources': sources})
   experts, fishers = [], []
   for i, s in enumerate(sources):
@@ -155,7 +172,8 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
     e = _cached(ckpt_root, f'expert_{s}', init, lambda x=x, y=y, i=i: train(
         model, base, x, y, steps=int(t.expert_steps), batch_size=int(t.batch_size),
         lr=float(t.get('expert_lr', t.lr)), seed=config.seed + 1 + i,
-        weight_decay=float(t.get('weight_decay', 0.0))), extra={'domain': s})
+        weight_decay=float(t.get('weight_decay', 0.0)), balance=bool(t.get('balance', False)),
+        flip=bool(t.get('flip', False))), extra={'domain': s})
     experts.append(e)
     if with_fisher:
       def make_fisher(e=e, x=x):
