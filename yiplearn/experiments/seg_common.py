@@ -13,6 +13,7 @@ The `data` sub-config of `pretrain` and `adapt_interactive`:
     norm        'unit' | 'zscore'
     foreground_only  keep only images with a non-empty mask (a click needs an object)
     max_images  keep at most this many, in order (0 = all)
+    data_dir    where builders write ('' = $YIPLEARN_DATA_DIR, else <workdir>/data)
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def load_segmentation(data: ml_collections.ConfigDict, workdir: str, *, split: s
                       data_dir: str | None = None) -> dict[str, Any]:
   """Reads, filters and prepares a segmentation split: images (N,S,S,C) float32, masks (N,S,S) int32, ids."""
   split = split or data.split
-  arrays = registry.load_arrays(data.name, split, data_dir=data_dir or registry.default_data_dir(workdir),
+  data_dir = data_dir or data.get("data_dir", "") or registry.default_data_dir(workdir)
+  arrays = registry.load_arrays(data.name, split, data_dir=data_dir,
                                 manual_dir=manual_dir(data), **dict(data.get("kwargs", {}) or {}))
   if not arrays:
     raise ValueError(f"data.split={split!r} of {data.name} is empty: expected at least one image")
