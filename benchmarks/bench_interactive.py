@@ -50,6 +50,7 @@ SIZES = {  # name: (H = W, image channels, classes, widths, bottleneck, Adam lr)
     "fundus": (512, 3, 3, PAPER_WIDTHS, PAPER_BOTTLENECK, 1e-4),
     "small": (64, 1, 2, (8, 16, 32, 64), 128, 5e-5),
 }
+PHASES = ("mi_step", "pi_update", "session")
 PAPER = {"A5000 GPU": {"mi": 0.05, "pi": 0.09}, "CPU": {"mi": 0.25, "pi": 0.41}}
 
 
@@ -97,7 +98,7 @@ def time_calls(call, state, warmup: int, repeats: int) -> tuple[dict, object]:
 
 
 def bench_size(name: str, *, repeats: int, session_repeats: int, warmup: int, session_warmup: int, clicks: int,
-               unroll) -> dict:
+               unroll, phases: tuple[str, ...] = PHASES) -> dict:
     size, channels, classes, widths, bottleneck, lr = SIZES[name]
     model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm="instance")
     hp = U.HParams(num_classes=classes, method="pi_mi", num_clicks=clicks, lr=lr).validate()
@@ -125,20 +126,21 @@ def bench_size(name: str, *, repeats: int, session_repeats: int, warmup: int, se
     row = {"size": name, "hw": [size, size], "in_channels": channels + classes, "classes": classes,
            "widths": list(widths), "bottleneck": bottleneck, "params": n_params, "clicks_T": clicks,
            "unroll": unroll, "load_before": os.getloadavg()}
-    phases = [
+    timed = [
         ("mi_step", lambda s, i: mi(s, x_prev, x_cur, ckeys, jnp.int32(t)), warmup, repeats),
         ("pi_update", lambda s, i: pi(s, image, cl, gt, jax.random.fold_in(key, i)), warmup, repeats),
         ("session", lambda s, i: sess(s, image, gt, jax.random.fold_in(key, i)), session_warmup, session_repeats),
     ]
-    for phase, call, w, n in phases:
+    for phase, call, w, n in [p for p in timed if p[0] in phases]:
         state = U.init_state(params, hp, tx)
         res, state = time_calls(call, state, w, n)
         res["skipped_updates"] = int(state.skipped)
         row[phase] = res
         print(f"  {name} {phase}: compile {res['compile_s']:.2f} s, median {res['median_s']:.4f} s, "
               f"p90 {res['p90_s']:.4f} s (n={n}, load {os.getloadavg()[0]:.2f})", flush=True)
-    s = row["session"]
-    row["session_per_click"] = {"median_s": s["median_s"] / clicks, "p90_s": s["p90_s"] / clicks}
+    if "session" in row:
+        s = row["session"]
+        row["session_per_click"] = {"median_s": s["median_s"] / clicks, "p90_s": s["p90_s"] / clicks, "n": s["n"]}
     row["load_after"] = os.getloadavg()
     return row
 
@@ -148,13 +150,15 @@ def markdown(rows: list[dict], mach: dict, num_runs: int = 1) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         head = f"| {r['size']} | {r['hw'][0]}x{r['hw'][1]} | {r['in_channels']} | {r['classes']} | {r['params']:,} "
-        for phase, label in [("mi_step", "MI step"), ("pi_update", "PI update"), ("session", "session / image")]:
+        for phase, label in [("mi_step", "MI step"), ("pi_update", "PI update"), ("session", "session / image"),
+                             ("session_per_click", "session / T (per click)")]:
+            if phase not in r:
+                lines.append(f"{head}| {label} | not measured | | | |")
+                continue
             p = r[phase]
-            lines.append(f"{head}| {label} | {p['compile_s']:.2f} | {p['median_s']:.4f} | {p['p90_s']:.4f} "
-                         f"| {p['n']} |")
-        pc = r["session_per_click"]
-        lines.append(f"{head}| session / T (per click) | | {pc['median_s']:.4f} | {pc['p90_s']:.4f} "
-                     f"| {r['session']['n']} |")
+            comp = f"{p['compile_s']:.2f}" if "compile_s" in p else ""
+            n = p.get("n", r.get("session", {}).get("n"))  # per click: the session's n
+            lines.append(f"{head}| {label} | {comp} | {p['median_s']:.4f} | {p['p90_s']:.4f} | {n} |")
     for where, ref in PAPER.items():
         lines.append(f"| paper ({where}) | | | | | MI / PI per update | | {ref['mi']} / {ref['pi']} | | |")
     lines.append("")
@@ -176,6 +180,7 @@ def main() -> None:
     p.add_argument("--session_repeats", type=int, default=None, help="timed session calls (default --repeats)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first (compiling) one")
     p.add_argument("--session_warmup", type=int, default=None, help="the same for sessions (default --warmup)")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
     p.add_argument("--clicks", type=int, default=10, help="T, clicks per image")
     p.add_argument("--unroll", default="1", help="session click-scan unroll: an int or 'full'")
     p.add_argument("--out", default="bench_interactive.json")
@@ -189,6 +194,9 @@ def main() -> None:
     if args.repeats < 1 or args.warmup < 0 or args.clicks < 2 or (args.session_repeats or 1) < 1:
         raise ValueError(f"--repeats/--warmup/--clicks: got {args.repeats}/{args.warmup}/{args.clicks}, "
                          "expected >= 1 / >= 0 / >= 2")
+    phases = tuple(s.strip() for s in args.phases.split(",") if s.strip())
+    if not phases or any(ph not in PHASES for ph in phases):
+        raise ValueError(f"--phases: got {args.phases!r}, expected a comma-separated subset of {PHASES}")
     unroll = True if args.unroll == "full" else int(args.unroll)
     # CPU cannot always donate buffers; that is expected here and not worth a warning per call.
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
@@ -208,7 +216,7 @@ def main() -> None:
     started = time.time()
     for s in sizes:  # results are written after every size, so a stopped run keeps what it measured
         rows.append(bench_size(s, repeats=args.repeats, session_repeats=args.session_repeats or args.repeats,
-                               warmup=args.warmup, clicks=args.clicks, unroll=unroll,
+                               warmup=args.warmup, clicks=args.clicks, unroll=unroll, phases=phases,
                                session_warmup=args.warmup if args.session_warmup is None else args.session_warmup))
         mach["load_end"] = os.getloadavg()
         runs[-1].update(load_end=mach["load_end"], wall_s=time.time() - started)
