@@ -11,6 +11,9 @@ Writes
 - `results/interactive_<target>.{md,csv,json}`: per method Dice@1/5/10, NoC@80/85/90, AUC,
   updates, skipped (non-finite) updates and seconds per image; `results/interactive_all.*` all rows;
 - `plots/dice_vs_clicks_<target>.png`: mean Dice against clicks per method.
+`config.session_unroll` unrolls the click scan (T = all clicks): on XLA:CPU the U-Net's backward
+pass inside a rolled `lax.scan` is ~15x slower, so an unrolled session runs much faster there at
+the price of a longer compile (benchmarks/results/interactive_cpu_unrolled.md).
 Progress is checkpointed every `checkpoint_every` images per (target, method) under `streams/`;
 a run started again in the same workdir resumes there and skips finished streams.
 """
@@ -85,7 +88,7 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
     start = int(extra["images_done"])
     logging.info("%s/%s: resumed after %d of %d images", target, method, start, n)
   if method not in sessions:  # one compiled session per method, reused by every target of the same shape
-    sessions[method] = session_lib.make_session(model, hp)
+    sessions[method] = session_lib.make_session(model, hp, unroll=int(config.get("session_unroll", 1)))
   session = sessions[method]
   prog = progress.Progress(n, f"{target}/{method} images", start=start)
   for i in range(start, n):
