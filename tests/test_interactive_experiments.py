@@ -45,8 +45,20 @@ def test_pretrain_then_adapt_every_method(tmp_path):
   assert (tmp_path / "pretrain" / "results" / "pretrain_val.md").exists()
 
   # Started again in the same workdir: every stream is finished, results are identical.
+  per_click = (tmp_path / "per_click.jsonl").read_text()
   again = interactive.run(config, str(tmp_path))
   assert again["adapt"] == summary["adapt"]
+  assert (tmp_path / "per_click.jsonl").read_text() == per_click
+
+
+def test_resumed_stream_log_drops_records_after_the_checkpoint(tmp_path):
+  path = tmp_path / "s.jsonl"
+  path.write_text("".join(json.dumps({"index": i, "dice": [0.5]}) + "\n" for i in range(3)))
+  log = adapt_interactive._stream_log(str(path), 2)  # checkpoint after 2 images; image 2 is redone
+  log.write({"index": 2, "dice": [0.7]})
+  log.close()
+  records = [json.loads(l) for l in path.read_text().splitlines()]
+  assert [r["index"] for r in records] == [0, 1, 2] and records[2]["dice"] == [0.7]
 
 
 def test_pretrain_resumes_from_latest_checkpoint(tmp_path):

@@ -7,7 +7,8 @@ the whole stream, each image scored once with the simulated user (Dice after eac
 before its own Post-Interaction update. The same clicks seed is used for every method.
 
 Writes
-- `per_click.jsonl`: one record per image (target, method, index, id, Dice per report union per click);
+- `per_click.jsonl`: one record per image (target, method, index, id, Dice per report union per click),
+  gathered from the per-stream logs `streams/<target>__<method>.jsonl` when every stream is done;
 - `results/interactive_<target>.{md,csv,json}`: per method Dice@1/5/10, NoC@80/85/90, AUC,
   updates, skipped (non-finite) updates and seconds per image; `results/interactive_all.*` all rows;
 - `plots/dice_vs_clicks_<target>.png`: mean Dice against clicks per method.
@@ -19,6 +20,7 @@ a run started again in the same workdir resumes there and skips finished streams
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -67,7 +69,22 @@ def summarize(curves: dict[str, np.ndarray], num_clicks: int) -> dict[str, float
   return row
 
 
-def _stream(config, model, params, target: str, method: str, images, masks, ids, key, workdir, log, sessions):
+def _stream_log(path: str, images_done: int) -> writers.JsonlWriter:
+  """The stream's per-image JSONL, keeping only the records of images already checkpointed.
+
+  A run killed between two checkpoints wrote records for images it will score again; they are
+  dropped (atomically) so that the resumed stream's log has each image exactly once.
+  """
+  if jax.process_index() == 0:
+    kept = []
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["index"] < images_done]
+    files.atomic_write_text(path, "".join(kept))
+  return writers.JsonlWriter(path)
+
+
+def _stream(config, model, params, target: str, method: str, images, masks, ids, key, workdir, sessions):
   """Runs (or resumes) one method over one target stream; returns the per-image union-Dice curves (N, T, R)."""
   hp = updates.hparams_from_config(config, method)
   names = [n for n, _ in hp.report_unions]
@@ -90,6 +107,7 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
   if method not in sessions:  # one compiled session per method, reused by every target of the same shape
     sessions[method] = session_lib.make_session(model, hp, unroll=int(config.get("session_unroll", 1)))
   session = sessions[method]
+  log = _stream_log(os.path.join(workdir, "streams", f"{target}__{method}.jsonl"), start)
   prog = progress.Progress(n, f"{target}/{method} images", start=start)
   for i in range(start, n):
     t0 = time.perf_counter()
@@ -103,6 +121,7 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
     prog.update()
     if (i + 1) % int(config.checkpoint_every) == 0 and i + 1 < n:
       ckpt.save(i + 1, {"state": state, "union": union, "counts": counts}, extra={"images_done": i + 1})
+  log.close()
   result = {"union": union, "counts": counts, "names": np.asarray(names)}
   buf = os.path.join(workdir, "streams", f".{target}__{method}.npz")
   np.savez(buf, **result)
@@ -124,7 +143,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config)
   num_classes = int(config.num_classes)
   key = jax.random.PRNGKey(int(config.seed))
-  log = writers.JsonlWriter(os.path.join(workdir, "per_click.jsonl"))
+  stream_logs = []
   all_rows, summary = [], {}
   model = params = None
   sessions: dict[str, Any] = {}
@@ -136,7 +155,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     rows, mean_curves = [], {}
     for method in config.methods:
       res = _stream(config, model, params, target, method, images, masks, data["ids"],
-                    jax.random.fold_in(key, t_index), workdir, log, sessions)
+                    jax.random.fold_in(key, t_index), workdir, sessions)
+      stream_logs.append(os.path.join(workdir, "streams", f"{target}__{method}.jsonl"))
       names = [str(n) for n in res["names"]]
       curves = {name: res["union"][:, :, r] for r, name in enumerate(names)}
       counts = res["counts"]
@@ -155,7 +175,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         xlabel="click", ylabel=f"Dice ({name})", title=f"{target}: {name}", ylim=(0, 1))
     all_rows += rows
     summary[target] = rows
-  log.close()
+  if jax.process_index() == 0:
+    per_click = []
+    for path in stream_logs:
+      with open(path, encoding="utf-8") as f:
+        per_click.append(f.read())
+    files.atomic_write_text(os.path.join(workdir, "per_click.jsonl"), "".join(per_click))
   tables.write_table(os.path.join(workdir, "results", "interactive_all"), all_rows, title="Interactive segmentation")
   files.atomic_write_json(os.path.join(workdir, "results", "interactive_summary.json"), summary)
   return summary
