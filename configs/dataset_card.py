@@ -13,7 +13,7 @@ import ml_collections
 
 from configs import common
 
-_ENTRIES = {
+ENTRIES = {
     "synthetic_fundus": {"domains": ["source", "camera_b", "camera_c", "noisy", "pathology"], "domain_arg": "domain",
                          "splits": ["train", "test"]},
     "synthetic_mri": {"domains": ["site_a", "site_b", "site_c", "site_d"], "domain_arg": "domain",
@@ -27,8 +27,8 @@ _ENTRIES = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = common.parse_arg(arg, dataset="synthetic_fundus", manual_dir="", image_size=0)
-  common.check_choice("dataset", a.dataset, tuple(_ENTRIES))
-  entry = dict(_ENTRIES[a.dataset], name=a.dataset, kwargs={})
+  common.check_choice("dataset", a.dataset, tuple(ENTRIES))
+  entry = dict(ENTRIES[a.dataset], name=a.dataset, kwargs={})
   if a.image_size:
     entry["kwargs"]["image_size"] = a.image_size
   manual = a.manual_dir

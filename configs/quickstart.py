@@ -15,6 +15,7 @@ fractions) and `plots/samples_<dataset>.png` (samples per domain with masks over
 import ml_collections
 
 from configs import common
+from configs import dataset_card
 from configs import interactive_fundus
 
 
@@ -28,14 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.card = ml_collections.ConfigDict()
   c.card.samples_per_domain = 4 if a.quick else 6
-  c.card.datasets = [
-      {"name": "synthetic_fundus", "domains": ["source", "camera_b", "camera_c", "noisy", "pathology"],
-       "domain_arg": "domain", "splits": ["train", "test"],
-       "kwargs": {"image_size": size, "num_train": n_train, "num_test": n_test}},
-      {"name": "synthetic_mri", "domains": ["site_a", "site_b", "site_c", "site_d"],
-       "domain_arg": "domain", "splits": ["train", "test"],
-       "kwargs": {"image_size": size, "num_train": n_train, "num_test": n_test}},
-  ]
+  kwargs = {"image_size": size, "num_train": n_train, "num_test": n_test}
+  c.card.datasets = [dict(dataset_card.ENTRIES[name], name=name, kwargs=kwargs)
+                     for name in ("synthetic_fundus", "synthetic_mri")]
   # The interactive demo: pre-train on the source camera, then frozen vs PI vs PI + MI on `camera_c`.
   c.demo = interactive_fundus.get_config(
       f"quick={a.quick},size={size},steps={30 if a.quick else a.steps},n={n_train},n_test={n_test},targets=camera_c")

@@ -28,7 +28,7 @@ from yiplearn import clicks as clicks_lib
 from yiplearn import losses
 from yiplearn.data import pipeline
 from yiplearn.experiments import seg_common
-from yiplearn.interactive import user
+from yiplearn.interactive import updates, user
 from yiplearn.io import checkpoints, progress, tables, writers
 
 
@@ -91,12 +91,7 @@ def make_train_step(apply_fn, tx, *, num_classes: int, config: ml_collections.Co
       return jnp.mean(total), (jnp.mean(seg), jnp.mean(ccg))
 
     (loss, (seg, ccg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    updates, new_opt = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = TrainState(params=pick(new_params, state.params), opt_state=pick(new_opt, state.opt_state),
-                           step=state.step + 1, skipped=state.skipped + (~finite).astype(jnp.int32))
+    new_state = updates.guarded_update(tx, state, loss, grads)  # a non-finite step is skipped and counted
     metrics = {"loss": loss, "dice_focal": seg, "ccg": ccg,
                "clicks": jnp.mean(jnp.sum(batch_clicks.valid, axis=-1).astype(jnp.float32))}
     return new_state, metrics
