@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -39,6 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import common as bc  # noqa: E402
 from yiplearn import clicks as clicks_lib  # noqa: E402
 from yiplearn.interactive import session as session_lib  # noqa: E402
 from yiplearn.interactive import updates as U  # noqa: E402
@@ -55,17 +55,9 @@ PAPER = {"A5000 GPU": {"mi": 0.05, "pi": 0.09}, "CPU": {"mi": 0.25, "pi": 0.41}}
 
 
 def machine() -> dict:
-    """Platform, CPU model, cores, jax version and devices (load averages are added by the caller)."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_model": cpu,
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-            "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    """Platform, CPU model, cores, load, jax version, devices, XLA_FLAGS (``benchmarks/common.py``); the load
+    averages at the start and end are added by the caller."""
+    return bc.machine()
 
 
 def synthetic_case(size: int, channels: int, classes: int, seed: int = 0):
