@@ -23,6 +23,7 @@ def base_config(a) -> ml_collections.ConfigDict:
   c.sources = ()              # train_experts only: domains to train on (empty = all)
   c.experts_workdir = ''      # read/write expert checkpoints here instead of the workdir
   c.landscape = True          # K = 3: plot the entropy landscape over the simplex
+  c.checkpoint_every = 20     # batches between checkpoints of each (method, stream) pair
   c.landscape_resolution = 12
   c.model = ml_collections.ConfigDict(dict(arch='resnet', stage_sizes=(1, 1, 1),
                                            widths=(16, 32, 64), patch_size=4, dim=32, depth=2,

@@ -18,6 +18,10 @@ Writes to the workdir:
   results/lambda_trace.jsonl             per batch: coefficients (lambda_enc, lambda_head / AdaMerging
                                          lambda / ensemble weights), batch accuracy, majority domain
   results/partial/<target>.json          finished targets (a restarted run skips them)
+  streams/<target>/<method>__<stream>/   checkpoint every `checkpoint_every` batches (merging state,
+                                         batches done, correct, n); `.json` when finished, `.jsonl`
+                                         its trace (trimmed to the checkpoint on resume). A run killed
+                                         at any point and started again ends with the same results.
   plots/entropy_landscape_<target>.png   for K = 3: mean prediction entropy over the simplex (grid of
                                          `landscape_resolution`) on the first batch of the first stream,
                                          with the entropy-adaptive lambda_enc for that batch marked
@@ -25,6 +29,7 @@ Writes to the workdir:
 from __future__ import annotations
 
 import collections
+import json
 import os
 from typing import Any
 
@@ -35,7 +40,7 @@ import numpy as np
 
 from yiplearn.data import streams as stream_lib
 from yiplearn.experiments import merge_data, merge_methods, train_experts
-from yiplearn.io import files, tables, writers
+from yiplearn.io import checkpoints, files, tables, writers
 from yiplearn.io.progress import Progress
 from yiplearn.merging import tree as tr
 
@@ -70,9 +75,15 @@ def _trace_values(info: dict) -> dict:
   return out
 
 
-def run_stream(update, state, stream, *, trace=None, meta=None) -> tuple[float, int]:
-  correct, n = 0, 0
+def run_stream(update, state, stream, *, trace=None, meta=None, start: int = 0, correct: int = 0,
+               n: int = 0, on_batch=None) -> tuple[float, int]:
+  """Runs `update` over the batches of `stream` from batch `start` (with `correct`/`n` counted before it).
+
+  `on_batch(i, state, correct, n)` is called after batch i (the checkpoint hook); returns (accuracy, n).
+  """
   for i, batch in enumerate(stream):
+    if i < start:
+      continue
     state, logits, info = update(state, jnp.asarray(batch['image']))
     hit = np.asarray(jnp.argmax(logits, -1)) == batch['label']
     correct += int(hit.sum())
@@ -82,7 +93,57 @@ def run_stream(update, state, stream, *, trace=None, meta=None) -> tuple[float, 
       if vals:
         dom = collections.Counter(batch['domain'].tolist()).most_common(1)[0][0]
         trace.write(dict(meta, batch=i, domain=dom, acc=float(hit.mean()), **vals))
+    if on_batch is not None:
+      state = on_batch(i, state, correct, n)
   return correct / max(n, 1), n
+
+
+def _trimmed_log(path: str, batches_done: int) -> writers.JsonlWriter:
+  """The stream's trace JSONL keeping only the records of batches already checkpointed (a run killed
+  between two checkpoints wrote records for batches it will run again)."""
+  if jax.process_index() == 0:
+    kept = []
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        kept = [line for line in f if line.strip() and json.loads(line)['batch'] < batches_done]
+    files.atomic_write_text(path, ''.join(kept))
+  return writers.JsonlWriter(path)
+
+
+def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: str, meta: dict,
+                         checkpoint_every: int) -> tuple[dict, str]:
+  """One (method, stream) pair, checkpointed every `checkpoint_every` batches under `stream_dir/name/`
+  (merging state, batches done, correct, n) and finished into `stream_dir/name.json`.
+
+  A run killed at any point and started again continues from the last checkpoint; its trace
+  (`stream_dir/name.jsonl`) is trimmed to the checkpoint, so the result and trace equal an
+  uninterrupted run's. Returns ({accuracy, n}, trace path).
+  """
+  done_path = os.path.join(stream_dir, f'{name}.json')
+  log_path = os.path.join(stream_dir, f'{name}.jsonl')
+  if os.path.exists(done_path):
+    return files.read_json(done_path), log_path
+  ckpt = checkpoints.Checkpointer(os.path.join(stream_dir, name), max_to_keep=1)
+  state, start, correct, n = init_state(), 0, 0, 0
+  if ckpt.latest_step() is not None:
+    state, extra = ckpt.restore(None, state)
+    start, correct, n = int(extra['batches_done']), int(extra['correct']), int(extra['n'])
+    logging.info('%s: resumed after %d of %d batches', name, start, len(stream))
+  trace = _trimmed_log(log_path, start)
+
+  def on_batch(i, state, correct, n):
+    if (i + 1) % checkpoint_every == 0 and i + 1 < len(stream):
+      ckpt.save(i + 1, state, extra={'batches_done': i + 1, 'correct': correct, 'n': n})
+    return state
+
+  acc, n = run_stream(update, state, stream, trace=trace, meta=meta, start=start, correct=correct,
+                      n=n, on_batch=on_batch)
+  trace.close()
+  ckpt.close()
+  result = {'accuracy': acc, 'n': n}
+  if jax.process_index() == 0:
+    files.atomic_write_json(done_path, result)
+  return result, log_path
 
 
 def entropy_landscape(path: str, fam, experts, base, x: np.ndarray, chosen: np.ndarray,
@@ -120,13 +181,19 @@ def run(config: Any, workdir: str) -> dict:
       raise ValueError(f'targets entry {t!r}; expected one of {sorted(data)}')
   res_dir = os.path.join(workdir, 'results')
   os.makedirs(os.path.join(res_dir, 'partial'), exist_ok=True)
-  trace = writers.JsonlWriter(os.path.join(res_dir, 'lambda_trace.jsonl'))
+  every = int(config.get('checkpoint_every', 20))
+  if every < 1:
+    raise ValueError(f'checkpoint_every={every}: expected a positive number of batches')
   rows: list[dict] = []
+  trace_paths: list[str] = []
   for target in targets:
     partial = os.path.join(res_dir, 'partial', f'{target}.json')
     if os.path.exists(partial):
       logging.info('target %s already done; loading %s', target, partial)
-      rows.extend(files.read_json(partial))
+      target_rows = files.read_json(partial)
+      rows.extend(target_rows)
+      trace_paths.extend(os.path.join(workdir, 'streams', target, f"{r['method']}__{r['stream']}.jsonl")
+                         for r in target_rows if r['method'] != 'best_expert')
       continue
     sources = [d for d in data if d != target]
     root = config.get('experts_workdir', '') or workdir
@@ -138,14 +205,17 @@ def run(config: Any, workdir: str) -> dict:
     streams = build_streams(config, data, target, sources)
     target_rows = []
     prog = Progress(len(methods) * sum(len(s) for s in streams.values()), f'target {target}')
+    stream_dir = os.path.join(workdir, 'streams', target)
     for mname, method in methods.items():
       update = jax.jit(method.update, donate_argnums=0)
       for sname, stream in streams.items():
-        state = method.init(experts, base)
         meta = {'target': target, 'stream': sname, 'method': mname}
-        acc, n = run_stream(update, state, stream, trace=trace, meta=meta)
+        res, log_path = run_stream_resumable(
+            update, lambda method=method: method.init(experts, base), stream, stream_dir=stream_dir,
+            name=f'{mname}__{sname}', meta=meta, checkpoint_every=every)
+        trace_paths.append(log_path)
         prog.update(len(stream))
-        target_rows.append(dict(meta, accuracy=acc, n=n))
+        target_rows.append(dict(meta, accuracy=res['accuracy'], n=res['n']))
     for sname in streams:  # oracle: the best single expert on this stream
       singles = [r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')]
       if not singles:
@@ -165,7 +235,13 @@ def run(config: Any, workdir: str) -> dict:
     rows.extend(target_rows)
     logging.info('target %s: %s', target, {(r['stream'], r['method']): round(r['accuracy'], 4)
                                           for r in target_rows})
-  trace.close()
+  if jax.process_index() == 0:  # the per-stream traces, gathered in run order
+    text = []
+    for path in trace_paths:
+      if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+          text.append(f.read())
+    files.atomic_write_text(os.path.join(res_dir, 'lambda_trace.jsonl'), ''.join(text))
   tables.write_table(os.path.join(res_dir, 'merge_accuracy'), rows,
                      ['target', 'stream', 'method', 'accuracy', 'n'],
                      title='Online accuracy per target domain, stream and method')
