@@ -27,6 +27,23 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+PAPER_WIDTHS, PAPER_BOTTLENECK = (12, 72, 144, 288), 576
+# The interactive U-Net's benchmark sizes: name -> (H = W, image channels, classes, widths, bottleneck, Adam lr).
+# brain / fundus are the paper's (widths (12, 72, 144, 288) + 576); small is the CPU quick-run model.
+SIZES = {
+    'brain': (256, 1, 2, PAPER_WIDTHS, PAPER_BOTTLENECK, 5e-5),
+    'fundus': (512, 3, 3, PAPER_WIDTHS, PAPER_BOTTLENECK, 1e-4),
+    'small': (64, 1, 2, (8, 16, 32, 64), 128, 5e-5),
+}
+
+
+def parse_sizes(text: str, flag: str = '--sizes') -> list[str]:
+  """A comma-separated subset of SIZES, or one ValueError naming the flag, the value and the choices."""
+  sizes = [s.strip() for s in text.split(',') if s.strip()]
+  if not sizes or any(s not in SIZES for s in sizes):
+    raise ValueError(f'{flag}: got {text!r}, expected a comma-separated subset of {sorted(SIZES)}')
+  return sizes
+
 
 def load_avg() -> list[float]:
   """The 1, 5 and 15 minute load averages (what else ran on the machine matters as much as the code)."""
