@@ -10,8 +10,10 @@ Writes
 - `per_click.jsonl`: one record per image (target, method, index, id, Dice per report union per click),
   gathered from the per-stream logs `streams/<target>__<method>.jsonl` when every stream is done;
 - `results/interactive_<target>.{md,csv,json}`: per method Dice@1/5/10, NoC@80/85/90, AUC,
-  updates, skipped (non-finite) updates and seconds per image; `results/interactive_all.*` all rows;
-- `plots/dice_vs_clicks_<target>.png`: mean Dice against clicks per method.
+  updates and skipped (non-finite) updates; `results/interactive_all.*` all rows;
+- `plots/dice_vs_clicks_<target>.png`: mean Dice against clicks per method;
+- `timing.json`: median seconds per image per (target, method), the only output that is not a
+  deterministic function of config and seed (everything under `results/` and `per_click.jsonl` is).
 `config.session_unroll` unrolls the click scan (T = all clicks): on XLA:CPU the U-Net's backward
 pass inside a rolled `lax.scan` is ~15x slower, so an unrolled session runs much faster there at
 the price of a longer compile (benchmarks/results/interactive_cpu_unrolled.md).
@@ -20,6 +22,7 @@ a run started again in the same workdir resumes there and skips finished streams
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -123,9 +126,9 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
       ckpt.save(i + 1, {"state": state, "union": union, "counts": counts}, extra={"images_done": i + 1})
   log.close()
   result = {"union": union, "counts": counts, "names": np.asarray(names)}
-  buf = os.path.join(workdir, "streams", f".{target}__{method}.npz")
+  buf = io.BytesIO()
   np.savez(buf, **result)
-  os.replace(buf, done_path)
+  files.atomic_write_bytes(done_path, buf.getvalue())
   return result
 
 
@@ -144,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   num_classes = int(config.num_classes)
   key = jax.random.PRNGKey(int(config.seed))
   stream_logs = []
-  all_rows, summary = [], {}
+  all_rows, summary, timing = [], {}, []
   model = params = None
   sessions: dict[str, Any] = {}
   for t_index, (target, data_cfg) in enumerate(sorted(config.targets.items())):
@@ -161,9 +164,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       curves = {name: res["union"][:, :, r] for r, name in enumerate(names)}
       counts = res["counts"]
       row = {"target": target, "method": method, "images": len(images), **summarize(curves, curves[names[0]].shape[1]),
-             "updates": int(counts[:, 0].sum()), "skipped": int(counts[:, 1].sum()),
-             "s_per_image": float(np.median(counts[:, 2]))}
+             "updates": int(counts[:, 0].sum()), "skipped": int(counts[:, 1].sum())}
       rows.append(row)
+      timing.append({"target": target, "method": method, "s_per_image": float(np.median(counts[:, 2]))})
       mean_curves[method] = {name: c.mean(axis=0) for name, c in curves.items()}
       logging.info("%s / %s: %s", target, method, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
     md = tables.write_table(os.path.join(workdir, "results", f"interactive_{target}"), rows,
@@ -183,4 +186,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     files.atomic_write_text(os.path.join(workdir, "per_click.jsonl"), "".join(per_click))
   tables.write_table(os.path.join(workdir, "results", "interactive_all"), all_rows, title="Interactive segmentation")
   files.atomic_write_json(os.path.join(workdir, "results", "interactive_summary.json"), summary)
+  if jax.process_index() == 0:  # wall-clock seconds: not deterministic, so kept out of results/
+    files.atomic_write_json(os.path.join(workdir, "timing.json"), timing)
   return summary

@@ -1,0 +1,31 @@
+"""A run killed with SIGKILL mid-stream and started again with the same command finishes with results
+byte-identical to an uninterrupted run's (adapt_interactive and merge_online, real subprocesses)."""
+import json
+
+import pytest
+
+import launch_runs as lr
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+  return lr.root(tmp_path_factory)
+
+
+@pytest.mark.parametrize("name,seed,max_delay_s", [("adapt", 6, 1.5), ("merge", 7, 1.0)])
+def test_killed_run_resumes_to_identical_results(base, tmp_path, name, seed, max_delay_s):
+  args = lr.adapt_args(base) if name == "adapt" else lr.MERGE
+  ref = lr.reference(args, name, base)
+  workdir = tmp_path / "killed"
+  info = lr.launch_and_kill(args, workdir, base, seed, max_delay_s)
+  if info["killed"]:  # the kill left no results behind, only checkpoints and partial stream logs
+    assert not (workdir / "results" / ("interactive_all.json" if name == "adapt" else "merge_summary.json")).exists()
+  lr.launch(args, workdir, base)  # the same command again: resumes
+  files = lr.assert_same_files(ref, workdir)
+  if name == "adapt":
+    records = [json.loads(l) for l in files["per_click.jsonl"].decode().splitlines()]
+    assert [(r["method"], r["index"]) for r in records] == [(m, i) for m in ("pi_mi",) for i in range(6)]
+  else:
+    trace = [json.loads(l) for l in files["results/lambda_trace.jsonl"].decode().splitlines()]
+    assert [(r["method"], r["batch"]) for r in trace] == [(m, i) for m in ("adamerging_task", "eam")
+                                                         for i in range(8)]
