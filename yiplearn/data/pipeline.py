@@ -109,6 +109,7 @@ def make_loader(
     drop_remainder: bool = False,
     shard_by_process: bool = True,
     num_threads: int = 2,
+    process_rows: bool = False,
 ) -> Loader:
     """Batched, optionally shuffled and transformed, deterministic loader over `source`.
 
@@ -124,6 +125,10 @@ def make_loader(
       drop_remainder: drop a final partial batch.
       shard_by_process: each JAX process reads records ``process_index::process_count``.
       num_threads: reader threads used when iterating.
+      process_rows: `batch_size` is the global batch (data parallelism): batch k is the same for
+        any number of processes, and process p loads only its contiguous block of
+        ``batch_size / process_count`` rows of it (`shard_by_process` is then ignored). Needs
+        `drop_remainder` or ``num_epochs=None``.
 
     Returns:
       A :class:`Loader`; each batch is a dict of numpy arrays with leading dim `batch_size`
@@ -143,6 +148,13 @@ def make_loader(
     if n == 0:
         raise ValueError("source: expected a non-empty source, got one of length 0")
 
+    nproc, pid = jax.process_count(), jax.process_index()
+    if process_rows:
+        if batch_size % nproc:
+            raise ValueError(f"batch_size={batch_size}: expected a multiple of the {nproc} processes (process_rows)")
+        if not drop_remainder and num_epochs is not None:
+            raise ValueError("process_rows: expected drop_remainder=True or num_epochs=None (equal blocks per process)")
+        shard_by_process = False
     ds = grain.MapDataset.range(n)
     if shard_by_process and jax.process_count() > 1:
         ds = ds[jax.process_index()::jax.process_count()]
@@ -160,7 +172,13 @@ def make_loader(
             record = transform(record, np.random.default_rng([int(seed), epoch, int(index)]))
         return record
 
-    ds = ds.map_with_index(load).batch(batch_size, drop_remainder=drop_remainder, batch_fn=stack_records)
+    if process_rows and nproc > 1:  # global batches of (position, index); this process loads its block
+        per = batch_size // nproc
+        ds = ds.map_with_index(lambda position, index: (position, index)).batch(
+            batch_size, drop_remainder=drop_remainder, batch_fn=list)
+        ds = ds.map(lambda items: stack_records([load(*item) for item in items[pid * per:(pid + 1) * per]]))
+    else:
+        ds = ds.map_with_index(load).batch(batch_size, drop_remainder=drop_remainder, batch_fn=stack_records)
     return Loader(ds, examples_per_epoch=per_epoch, num_epochs=num_epochs, num_threads=num_threads)
 
 

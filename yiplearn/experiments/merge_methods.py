@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 
+from yiplearn import parallel
 from yiplearn.merging import adamerging, ensemble, online, static, tent
 from yiplearn.merging import tree as tr
 
@@ -34,8 +35,16 @@ def auto_chunk(chunk_size: int) -> int:
   return 1 if jax.default_backend() == 'cpu' else 16
 
 
-def _eam(model, k: int, e: Any, **overrides) -> online.OnlineMethod:
-  kw = dict(temperature=float(e.temperature), marginal_weight=float(e.marginal_weight),
+def candidate_mesh(config: Any):
+  """The mesh that entropy-adaptive candidates are split over: `config.mesh` over this process's
+  devices (each process runs the whole online stream; a stream is sequential, candidates are not).
+  One device: None (the plain chunked loop)."""
+  mesh = parallel.mesh_from_config(config.get('mesh', None), devices=jax.local_devices())
+  return mesh if mesh.size > 1 else None
+
+
+def _eam(model, k: int, e: Any, mesh=None, **overrides) -> online.OnlineMethod:
+  kw = dict(mesh=mesh, temperature=float(e.temperature), marginal_weight=float(e.marginal_weight),
             scale=float(e.scale), refine_radius=float(e.refine_radius), ema=float(e.ema),
             bn_mode=e.bn_mode, score_head=e.score_head, chunk_size=auto_chunk(int(e.chunk_size)),
             grid_resolution=None if int(e.grid_resolution) < 0 else int(e.grid_resolution),
@@ -58,6 +67,7 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
   """{row name: OnlineMethod} for `config.methods` and the family `fam` (train_experts.Family)."""
   model, k = fam.model, len(fam.experts)
   s, e = config.static, config.eam
+  mesh = candidate_mesh(config) if any(n.startswith('eam') for n in config.methods) else None
   out: dict[str, online.OnlineMethod] = {}
   for name in config.methods:
     if name not in KNOWN:
@@ -102,13 +112,13 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
     elif name == 'tent':
       out[name] = tent.tent(model, learning_rate=float(config.tent.lr))
     elif name == 'eam':
-      out[name] = _eam(model, k, e)
+      out[name] = _eam(model, k, e, mesh)
     elif name == 'eam_coupled':
-      out[name] = _eam(model, k, e, decouple_head=False, score_head='same')
+      out[name] = _eam(model, k, e, mesh, decouple_head=False, score_head='same')
     elif name == 'eam_argmin':
-      out[name] = _eam(model, k, e, temperature=0.0)
+      out[name] = _eam(model, k, e, mesh, temperature=0.0)
     elif name == 'eam_marginal':
-      out[name] = _eam(model, k, e, marginal_weight=float(e.gamma_ablation))
+      out[name] = _eam(model, k, e, mesh, marginal_weight=float(e.gamma_ablation))
     elif name == 'eam_bnbatch':
-      out[name] = _eam(model, k, e, bn_mode='batch')
+      out[name] = _eam(model, k, e, mesh, bn_mode='batch')
   return out

@@ -231,7 +231,8 @@ def run(config: Any, workdir: str) -> dict:
                         experts, base, x, np.asarray(info['lam_enc']),
                         f'target {target}: experts {", ".join(sources)}',
                         resolution=int(config.get('landscape_resolution', 12)))
-    files.atomic_write_json(partial, target_rows)
+    if jax.process_index() == 0:  # multi-host: only process 0 writes results
+      files.atomic_write_json(partial, target_rows)
     rows.extend(target_rows)
     logging.info('target %s: %s', target, {(r['stream'], r['method']): round(r['accuracy'], 4)
                                           for r in target_rows})

@@ -25,7 +25,7 @@ import optax
 from absl import logging
 
 from yiplearn import clicks as clicks_lib
-from yiplearn import losses
+from yiplearn import losses, parallel
 from yiplearn.data import pipeline
 from yiplearn.experiments import seg_common
 from yiplearn.interactive import updates, user
@@ -68,8 +68,12 @@ def sample_training_clicks(key, params, apply_fn, image, gt, *, num_classes, max
                            valid=jnp.concatenate([first.valid, more.valid]))
 
 
-def make_train_step(apply_fn, tx, *, num_classes: int, config: ml_collections.ConfigDict):
-  """The jitted `state, images, masks, key -> state, metrics` update (state donated)."""
+def make_train_step(apply_fn, tx, *, num_classes: int, config: ml_collections.ConfigDict, mesh=None):
+  """The jitted `state, images, masks, key -> state, metrics` update (state donated).
+
+  With a `mesh` (data parallelism) images and masks are split over its first axis and the state,
+  key and metrics are replicated; the loss is the mean over the global batch, as on one device.
+  """
   click_cfg, loss_cfg, max_clicks = config.clicks, config.loss, int(config.clicks.max_clicks)
 
   def per_sample_loss(params, image, gt, clicks):
@@ -96,7 +100,10 @@ def make_train_step(apply_fn, tx, *, num_classes: int, config: ml_collections.Co
                "clicks": jnp.mean(jnp.sum(batch_clicks.valid, axis=-1).astype(jnp.float32))}
     return new_state, metrics
 
-  return jax.jit(step, donate_argnums=(0,))
+  if mesh is None:
+    return jax.jit(step, donate_argnums=(0,))
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(step, in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
 def init_state(config: ml_collections.ConfigDict, model, image_channels: int, num_classes: int, tx, key):
@@ -150,8 +157,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     val = seg_common.take(val, int(config.val_images))
   model = seg_common.make_unet(config.model, num_classes)
   tx = make_optimizer(config.optim)
+  mesh = parallel.mesh_from_config(config.get("mesh", None))  # data parallel over all devices by default
+  parallel.check_divisible("optim.batch_size", int(config.optim.batch_size), mesh)
   key = jax.random.PRNGKey(int(config.seed))
   state = init_state(config, model, train["images"].shape[-1], num_classes, tx, jax.random.fold_in(key, 0))
+  state, key = parallel.to_global((state, key), parallel.replicated(mesh))  # the same on every process
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(config.keep_checkpoints))
   best_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1)
   best = {"metric": -1.0, "step": -1}
@@ -162,8 +172,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   source = pipeline.ArraySource({"image": train["images"], "mask": train["masks"]})
   loader = pipeline.make_loader(source, batch_size=int(config.optim.batch_size), seed=int(config.seed),
-                                shuffle=True, num_epochs=None, transform=make_augment(config), drop_remainder=True)
-  train_step = make_train_step(model.apply, tx, num_classes=num_classes, config=config)
+                                shuffle=True, num_epochs=None, transform=make_augment(config), drop_remainder=True,
+                                process_rows=True)  # each process loads its rows of the global batch
+  train_step = make_train_step(model.apply, tx, num_classes=num_classes, config=config, mesh=mesh)
   evaluate = evaluation.make_evaluator(model.apply, num_classes=num_classes, num_clicks=int(config.eval_clicks),
                                        click_cfg=config.clicks, report=dict(config.report))
   writer = writers.MetricWriter(workdir)
@@ -174,15 +185,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   while int(state.step) < steps:
     step = int(state.step)
     batch = loader[step]
-    state, metrics = train_step(state, jnp.asarray(batch["image"], jnp.float32),
-                                jnp.asarray(batch["mask"], jnp.int32), key)
+    batch = parallel.from_process_local({"image": np.asarray(batch["image"], np.float32),
+                                         "mask": np.asarray(batch["mask"], np.int32)}, parallel.batch_sharding(mesh))
+    state, metrics = train_step(state, batch["image"], batch["mask"], key)
     prog.update()
     done = step + 1
     if done % int(config.log_every) == 0 or done == steps:
       writer.write(done, {f"train/{k}": v for k, v in metrics.items()} |
                    {"train/skipped": state.skipped, "train/steps_per_s": done / (time.perf_counter() - t0 + 1e-9)})
     if done % int(config.eval_every) == 0 or done == steps:
-      scores = evaluate(state.params, val["images"], val["masks"], jax.random.fold_in(key, 10**6))
+      scores = evaluate(parallel.local_copy(state.params), val["images"], val["masks"],
+                        jax.random.fold_in(parallel.local_copy(key), 10**6))  # on one device per process
       writer.write(done, {f"val/{k}": v for k, v in scores.items()})
       metric = float(scores[config.select_metric])
       val_rows.append({"step": done, **{k: float(v) for k, v in scores.items()}})

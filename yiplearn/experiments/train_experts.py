@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from yiplearn import parallel
 from yiplearn.experiments import merge_data
 from yiplearn.io import checkpoints, tables
 from yiplearn.merging import static
@@ -53,11 +54,13 @@ def make_model(model_cfg: Any, num_classes: int) -> Classifier:
 
 
 @functools.lru_cache(maxsize=16)
-def make_train_step(model: Classifier, weight_decay: float = 0.0):
+def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
   """Jitted (variables, opt_state, x, y, lr) -> (variables, opt_state, loss), state donated.
 
   AdamW with the learning rate passed per step (a traced scalar), so that one compiled step
-  serves the base and every expert of a family (cached per model and weight decay)."""
+  serves the base and every expert of a family (cached per model, weight decay and mesh). With a
+  `mesh` (data parallelism) x and y are split over its first axis, everything else replicated;
+  BatchNorm statistics and the loss are over the global batch, as on one device."""
   tx = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay))
 
   def loss_fn(params, variables, x, y):
@@ -76,22 +79,35 @@ def make_train_step(model: Classifier, weight_decay: float = 0.0):
     new_v, new_opt = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_v, new_opt),
                                   (variables, opt_state))
     return new_v, new_opt, loss
-  return tx, jax.jit(step, donate_argnums=(0, 1))
+  if mesh is None:
+    return tx, jax.jit(step, donate_argnums=(0, 1))
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  return tx, jax.jit(step, in_shardings=(rep, rep, batch, batch, rep), out_shardings=(rep, rep, rep),
+                     donate_argnums=(0, 1))
 
 
 def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, steps: int,
           batch_size: int, lr: float, seed: int, weight_decay: float = 0.0,
-          balance: bool = False, flip: bool = False) -> Any:
+          balance: bool = False, flip: bool = False, mesh=None) -> Any:
   """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs.
 
   `balance`: batches drawn with replacement with probability inversely proportional to the class
-  frequency (class-balanced sampling). `flip`: each example flipped left-right with p = 0.5."""
-  tx, step_fn = make_train_step(model, float(weight_decay))
+  frequency (class-balanced sampling). `flip`: each example flipped left-right with p = 0.5.
+  `mesh`: data parallelism over its first axis (None: one device). Every process draws the same
+  global batches (same seed) and places only its rows (`parallel.local_rows`); multi-process runs
+  return host (numpy) variables, identical on every process."""
+  tx, step_fn = make_train_step(model, float(weight_decay), mesh)
   schedule = optax.cosine_decay_schedule(lr, max(steps, 1))
   variables = jax.tree.map(jnp.array, variables)
   opt_state = tx.init(variables['params'])
   rng = np.random.default_rng(seed)
   bs = min(batch_size, len(x))
+  rows = slice(None)
+  if mesh is not None:
+    parallel.check_divisible('train.batch_size (or the training set size, if smaller)', bs, mesh)
+    rep = parallel.replicated(mesh)
+    variables, opt_state = parallel.to_global((variables, opt_state), rep)
+    rows = parallel.local_rows(bs)
   order, pos, losses = rng.permutation(len(x)), 0, []
   p = None
   if balance:
@@ -110,12 +126,19 @@ def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, st
     if flip:
       f = rng.random(len(idx)) < 0.5
       xb = np.where(f[:, None, None, None], xb[:, :, ::-1], xb)
-    variables, opt_state, loss = step_fn(variables, opt_state, jnp.asarray(xb),
-                                         jnp.asarray(y[idx]), jnp.float32(schedule(i)))
+    xb, yb = np.asarray(xb), np.asarray(y[idx])
+    if mesh is None:
+      xb, yb, lr_i = jnp.asarray(xb), jnp.asarray(yb), jnp.float32(schedule(i))
+    else:
+      xb, yb = parallel.from_process_local((xb[rows], yb[rows]), parallel.batch_sharding(mesh))
+      lr_i = parallel.to_global(np.float32(schedule(i)), rep)
+    variables, opt_state, loss = step_fn(variables, opt_state, xb, yb, lr_i)
     losses.append(loss)
   if losses:
     logging.info('trained %d steps, final loss %.4f', steps, float(np.mean(losses[-10:])))
-  return variables
+  if mesh is not None and jax.process_count() > 1:  # host copies: later code runs per process
+    return parallel.to_host(variables)
+  return parallel.local_copy(variables)  # merges and evaluation then run on one device
 
 
 @functools.lru_cache(maxsize=16)
@@ -157,6 +180,7 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
       raise ValueError(f'sources entry {s!r}; expected one of {sorted(data)}')
   t = config.train
   model = make_model(config.model, num_classes)
+  mesh = parallel.mesh_from_config(config.get('mesh', None))  # data parallel over all devices
   x0 = jnp.asarray(data[sources[0]]['train'][0][:2])
   init = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), x0)
   pooled_x = np.concatenate([data[s]['train'][0] for s in sources])
@@ -164,7 +188,7 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
   base = _cached(ckpt_root, 'base', init, lambda: train(
       model, init, pooled_x, pooled_y, steps=int(t.base_steps), batch_size=int(t.batch_size),
       lr=float(t.lr), seed=config.seed, weight_decay=float(t.get('weight_decay', 0.0)),
-      balance=bool(t.get('balance', False)), flip=bool(t.get('flip', False))),
+      balance=bool(t.get('balance', False)), flip=bool(t.get('flip', False)), mesh=mesh),
       extra={'sources': sources})
   experts, fishers = [], []
   for i, s in enumerate(sources):
@@ -173,7 +197,7 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
         model, base, x, y, steps=int(t.expert_steps), batch_size=int(t.batch_size),
         lr=float(t.get('expert_lr', t.lr)), seed=config.seed + 1 + i,
         weight_decay=float(t.get('weight_decay', 0.0)), balance=bool(t.get('balance', False)),
-        flip=bool(t.get('flip', False))), extra={'domain': s})
+        flip=bool(t.get('flip', False)), mesh=mesh), extra={'domain': s})
     experts.append(e)
     if with_fisher:
       def make_fisher(e=e, x=x):

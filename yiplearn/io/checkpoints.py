@@ -23,7 +23,8 @@ def _abstract(target: Any) -> Any:
   def leaf(x):
     if not (hasattr(x, "shape") and hasattr(x, "dtype")):  # arrays and jax.ShapeDtypeStruct pass through
       x = np.asarray(x)
-    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+    # A jax.Array target keeps its sharding: every process restores its own shards (multi-host).
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
   return jax.tree_util.tree_map(leaf, target)
 
 

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import jax
 import numpy as np
 
 from yiplearn.io import files
@@ -22,7 +23,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
   plt.close(fig)
-  files.atomic_write_bytes(path, buf.getvalue())
+  if jax.process_index() == 0:  # multi-host: only process 0 writes results
+    files.atomic_write_bytes(path, buf.getvalue())
   return os.fspath(path)
 
 

@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Sequence
 
+import jax
+
 from yiplearn.io import files
 
 
@@ -72,6 +74,8 @@ def write_table(path_stem: str | os.PathLike, rows: Sequence[dict], columns: Seq
     raise ValueError(f"rows={type(rows).__name__}: expected a list of dicts, one per table row")
   stem = os.fspath(path_stem)
   md = to_markdown(rows, columns, title, floatfmt)
+  if jax.process_index() != 0:  # multi-host: only process 0 writes results
+    return md
   files.atomic_write_text(stem + ".md", md)
   files.atomic_write_text(stem + ".csv", to_csv(rows, columns))
   files.atomic_write_json(stem + ".json", {"title": title, "columns": _columns(rows, columns), "rows": list(rows)})

@@ -30,7 +30,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from yiplearn import parallel
 from yiplearn.merging import candidates as cand_lib
 from yiplearn.merging import tree as tr
 
@@ -100,23 +102,31 @@ def score_candidates(model, base: PyTree, tau: PyTree, x: jax.Array, cands: jax.
                      scale: float = 1.0, head_lam: jax.Array | None = None,
                      head_predicate: tr.PathPredicate = tr.has_key('head'),
                      bn_mode: str = 'merge', marginal_weight: float = 0.0,
-                     chunk_size: int = 8) -> jax.Array:
+                     chunk_size: int = 8, mesh: Mesh | None = None) -> jax.Array:
   """Entropy score (J,) of every candidate `cands` (J, K) for the encoder (vmapped, chunked).
 
   The head is merged with `head_lam` (K,) if given, else with each candidate itself (the full
-  model at lambda_j, as used for the entropy landscape). Forward passes only.
+  model at lambda_j, as used for the entropy landscape). Forward passes only. With a `mesh` of
+  several devices the candidates are split over its first axis (padded to a multiple of its size,
+  `parallel.shard_vmapped`); each device scores its block in chunks of `chunk_size`.
   """
   head_b, enc_b = tr.partition(base, head_predicate)
   head_t, enc_t = tr.partition(tau, head_predicate)
   bn_batch = bn_mode == 'batch'
   fixed_head = None if head_lam is None else tr.merge(head_b, head_t, scale * head_lam)
-  score = _score_fn(model, x, bn_batch, marginal_weight)
 
-  def one(lam):
-    enc = tr.merge(enc_b, enc_t, scale * lam)
-    head = tr.merge(head_b, head_t, scale * lam) if fixed_head is None else fixed_head
-    return score(tr.combine(enc, head))
-  return jax.lax.map(one, cands, batch_size=min(chunk_size, cands.shape[0]))
+  def score_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands):
+    score = _score_fn(model, x, bn_batch, marginal_weight)
+
+    def one(lam):
+      enc = tr.merge(enc_b, enc_t, scale * lam)
+      head = tr.merge(head_b, head_t, scale * lam) if fixed_head is None else fixed_head
+      return score(tr.combine(enc, head))
+    return jax.lax.map(one, cands, batch_size=min(chunk_size, cands.shape[0]))
+
+  if mesh is not None:
+    score_block = parallel.shard_vmapped(score_block, mesh, (None,) * 6 + (0,))
+  return score_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands)
 
 
 def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None = None,
@@ -125,7 +135,7 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
                      refine_radius: float = 0.0, ema: float = 0.0, bn_mode: str = 'merge',
                      score_head: str = 'previous', decouple_head: bool = True,
                      chunk_size: int = 8, head_predicate: tr.PathPredicate = tr.has_key('head'),
-                     seed: int = 0) -> OnlineMethod:
+                     seed: int = 0, mesh: Mesh | None = None) -> OnlineMethod:
   """Entropy-adaptive online merging as an (init, update) pair; see the module docstring.
 
   Args:
@@ -138,6 +148,7 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
     score_head: head used while scoring encoder candidates: 'previous' (previous batch's
       lambda_head, uniform at the start) or 'same' (the candidate itself).
     decouple_head: False uses lambda_head = lambda_enc (no separate head search).
+    mesh: split the encoder candidates over this mesh's first axis (None or one device: not split).
   """
   _check('num_experts', num_experts, num_experts >= 1, '>= 1')
   _check('temperature', temperature, temperature >= 0, '>= 0')
@@ -182,7 +193,7 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
     h_enc = score_candidates(model, state.base, state.tau, x, cands_e, scale=scale,
                              head_lam=state.lam_head if score_head == 'previous' else None,
                              head_predicate=head_predicate, bn_mode=bn_mode,
-                             marginal_weight=marginal_weight, chunk_size=chunk_size)
+                             marginal_weight=marginal_weight, chunk_size=chunk_size, mesh=mesh)
     lam_enc = choose(h_enc, cands_e, state.lam_enc, state.step)
     enc = tr.merge(enc_b, enc_t, scale * lam_enc)
     feats = model.encode(tr.combine(enc, head_b), x, train=bn_batch)
