@@ -21,6 +21,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from yiplearn import checks
+
 KINDS = ('iid', 'dirichlet', 'mixed', 'continual')
 
 
@@ -114,6 +116,7 @@ def make_stream(kind: str, images: np.ndarray, labels: np.ndarray,
   n = len(images)
   if n == 0:
     raise ValueError('images is empty; expected at least one example in the stream')
+  checks.image_batch('images', images)  # NaN/Inf pixels are refused before any jitted update
   if domains is None:
     domains = np.full((n,), 'target')
   domains = np.asarray(domains).astype(str)

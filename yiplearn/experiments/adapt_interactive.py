@@ -140,6 +140,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   updates.check_method_names(list(config.methods))
   if int(config.checkpoint_every) < 1:
     raise ValueError(f"checkpoint_every={config.checkpoint_every}: expected a positive number of images")
+  if not float(config.optim.lr) > 0:
+    raise ValueError(f"optim.lr={config.optim.lr}: expected a positive learning rate")
+  if int(config.clicks.max_clicks) < 1:
+    raise ValueError(f"clicks.max_clicks={config.clicks.max_clicks}: expected a click budget >= 1 per image")
+  for method in config.methods:  # every other field of the session, before any data is built
+    updates.hparams_from_config(config, method)
+  if config.checkpoint_dir and not os.path.isdir(config.checkpoint_dir):
+    raise FileNotFoundError(f"checkpoint_dir={config.checkpoint_dir!r} does not exist: expected the best/ "
+                            "directory of a pretrain run")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

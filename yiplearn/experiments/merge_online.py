@@ -13,7 +13,8 @@ whose best merge changes over time ('continual' takes the domains in order, targ
 `stream.continual_within` = 'iid' or 'dirichlet' inside each domain).
 
 Writes to the workdir:
-  results/merge_accuracy.{md,csv,json}   accuracy per target x stream x method (+ best single expert)
+  results/merge_accuracy.{md,csv,json}   accuracy per target x stream x method (+ best single expert),
+                                         with the updates skipped as non-finite (Tent, AdaMerging)
   results/merge_summary.{md,csv,json}    accuracy per method x stream, averaged over targets
   results/lambda_trace.jsonl             per batch: coefficients (lambda_enc, lambda_head / AdaMerging
                                          lambda / ensemble weights), batch accuracy, majority domain
@@ -130,17 +131,20 @@ def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: s
     start, correct, n = int(extra['batches_done']), int(extra['correct']), int(extra['n'])
     logging.info('%s: resumed after %d of %d batches', name, start, len(stream))
   trace = _trimmed_log(log_path, start)
+  # Updates skipped for a non-finite loss or gradient (Tent, AdaMerging; 0 for forward-only methods).
+  skipped = [int(np.asarray(getattr(state, 'skipped', 0)))]
 
   def on_batch(i, state, correct, n):
     if (i + 1) % checkpoint_every == 0 and i + 1 < len(stream):
       ckpt.save(i + 1, state, extra={'batches_done': i + 1, 'correct': correct, 'n': n})
+    skipped[0] = int(np.asarray(getattr(state, 'skipped', 0)))
     return state
 
   acc, n = run_stream(update, state, stream, trace=trace, meta=meta, start=start, correct=correct,
                       n=n, on_batch=on_batch)
   trace.close()
   ckpt.close()
-  result = {'accuracy': acc, 'n': n}
+  result = {'accuracy': acc, 'n': n, 'skipped': skipped[0]}
   if jax.process_index() == 0:
     files.atomic_write_json(done_path, result)
   return result, log_path
@@ -173,7 +177,39 @@ def entropy_landscape(path: str, fam, experts, base, x: np.ndarray, chosen: np.n
   return save_figure(fig, path)
 
 
+def validate(config: Any) -> None:
+  """Checks the fields a user sets most often, before any data is built or model trained."""
+  methods, kinds = tuple(config.methods), tuple(config.streams)
+  if not methods:
+    raise ValueError('methods=(): expected at least one of ' + ', '.join(merge_methods.KNOWN))
+  for m in methods:
+    if m not in merge_methods.KNOWN:
+      raise ValueError(f'methods entry {m!r}; expected one of {merge_methods.KNOWN}')
+  if not kinds:
+    raise ValueError(f'streams=(): expected at least one of {stream_lib.KINDS}')
+  for k in kinds:
+    if k not in stream_lib.KINDS:
+      raise ValueError(f'streams entry {k!r}; expected one of {stream_lib.KINDS}')
+  domains = tuple(config.data.get('domains', ()) or ())
+  if domains and len(domains) < 3:
+    raise ValueError(f'data.domains={domains}: expected at least 3 domains (a held-out target and '
+                     'K >= 2 experts to merge)')
+  t = config.train
+  positive = [('stream.batch_size', config.stream.batch_size), ('train.batch_size', t.batch_size),
+              ('train.lr', t.lr), ('train.expert_lr', t.get('expert_lr', t.lr)),
+              ('tent.lr', config.tent.lr), ('ada.lr', config.ada.lr), ('ada.steps', config.ada.steps),
+              ('checkpoint_every', config.get('checkpoint_every', 20))]
+  for name, value in positive:
+    if not value > 0:
+      raise ValueError(f'{name}={value!r}: expected a positive number')
+  for name in ('train.base_steps', 'train.expert_steps'):
+    value = t[name.split('.')[1]]
+    if int(value) < 0:
+      raise ValueError(f'{name}={value!r}: expected a number of steps >= 0')
+
+
 def run(config: Any, workdir: str) -> dict:
+  validate(config)
   data, num_classes = merge_data.load_domains(config.data, workdir)
   targets = list(config.get('targets', []) or []) or list(data)
   for t in targets:
@@ -200,6 +236,7 @@ def run(config: Any, workdir: str) -> dict:
     fam = train_experts.train_family(config, data, num_classes, sources,
                                      os.path.join(root, 'checkpoints', target),
                                      with_fisher='fisher' in config.methods)
+    tr.check_experts(fam.experts, fam.sources)  # one architecture, finite weights
     experts, base = tr.stack(fam.experts), fam.base
     methods = merge_methods.build(config, fam)
     streams = build_streams(config, data, target, sources)
@@ -215,14 +252,14 @@ def run(config: Any, workdir: str) -> dict:
             name=f'{mname}__{sname}', meta=meta, checkpoint_every=every)
         trace_paths.append(log_path)
         prog.update(len(stream))
-        target_rows.append(dict(meta, accuracy=res['accuracy'], n=res['n']))
+        target_rows.append(dict(meta, accuracy=res['accuracy'], n=res['n'], skipped=res.get('skipped', 0)))
     for sname in streams:  # oracle: the best single expert on this stream
       singles = [r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')]
       if not singles:
         continue
       best = max(singles, key=lambda r: r['accuracy'])
       target_rows.append({'target': target, 'stream': sname, 'method': 'best_expert',
-                          'accuracy': best['accuracy'], 'n': best['n']})
+                          'accuracy': best['accuracy'], 'n': best['n'], 'skipped': 0})
     if len(sources) == 3 and 'eam' in methods and config.get('landscape', True):
       x = next(iter(streams[next(iter(streams))]))['image']  # the first batch of the first stream
       _, _, info = jax.jit(methods['eam'].update)(methods['eam'].init(experts, base), jnp.asarray(x))
@@ -244,7 +281,7 @@ def run(config: Any, workdir: str) -> dict:
           text.append(f.read())
     files.atomic_write_text(os.path.join(res_dir, 'lambda_trace.jsonl'), ''.join(text))
   tables.write_table(os.path.join(res_dir, 'merge_accuracy'), rows,
-                     ['target', 'stream', 'method', 'accuracy', 'n'],
+                     ['target', 'stream', 'method', 'accuracy', 'n', 'skipped'],
                      title='Online accuracy per target domain, stream and method')
   summary = summarize(rows)
   md = tables.write_table(os.path.join(res_dir, 'merge_summary'), summary,

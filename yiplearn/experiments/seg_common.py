@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from yiplearn import checks
 from yiplearn.data import prepare, registry
 from yiplearn.models.unet import UNet
 
@@ -83,6 +84,7 @@ def load_segmentation(data: ml_collections.ConfigDict, workdir: str, *, split: s
                      f"sites={sites}, exclude_sites={exclude}): expected at least one")
   images, masks = prepare.prepare_segmentation(arrays, channels=channels, image_size=data.get("image_size", 0),
                                                norm=data.get("norm", "unit"))
+  checks.image_batch(f"{data.name}/{split} images", images)  # NaN/Inf pixels are refused here, on the host
   ids = arrays.get("id", np.array([str(i) for i in range(len(images))]))
   return {"images": images, "masks": masks, "ids": np.asarray(ids), "arrays": arrays}
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yiplearn import checks
 from yiplearn import clicks as clicks_lib
 from yiplearn import metrics
 from yiplearn.interactive import updates as U
@@ -103,6 +104,8 @@ def make_session(model: Any, hp: U.HParams, *, tx=None, stream_axes: Optional[Se
         return state, jnp.float32(0.0)
 
     def session(state: U.AdaptState, image: jax.Array, gt: jax.Array, key: jax.Array):
+        checks.pixel_dtype("image", image)  # static dtypes, checked at trace time
+        checks.label_dtype("gt", gt)
         image = jnp.asarray(image, jnp.float32)
         gt = jnp.asarray(gt, jnp.int32)
         if image.ndim != 3 or gt.shape != image.shape[:2]:
@@ -185,6 +188,8 @@ def run_stream(session: Callable, state: U.AdaptState, images: Any, gts: Any, ke
     """
     if len(images) != len(gts):
         raise ValueError(f"images/gts: got {len(images)} images and {len(gts)} masks, expected equal lengths")
+    if isinstance(images, np.ndarray):  # host arrays: NaN/Inf pixels are refused before the jitted session
+        checks.image_batch("images", images)
     results = []
     for i in range(len(images)):
         index = start_index + i

@@ -21,12 +21,14 @@ PyTree = Any
 
 
 class AdaMergingState(NamedTuple):
-  """lam: (K,) or (L, K) float32 coefficients; opt_state: optax state of lam."""
+  """lam: (K,) or (L, K) float32 coefficients; opt_state: optax state of lam; skipped: int32 number of
+  optimiser steps skipped because the entropy or its gradient was not finite."""
   base: PyTree
   tau: PyTree
   lam: jax.Array
   opt_state: Any
   step: jax.Array
+  skipped: Any = 0
 
 
 def adamerging(model, num_experts: int, *, layerwise: bool = False,
@@ -48,7 +50,7 @@ def adamerging(model, num_experts: int, *, layerwise: bool = False,
     shape = (tr.num_leaves(base), num_experts) if layerwise else (num_experts,)
     lam = jnp.full(shape, value, jnp.float32)
     return AdaMergingState(_copy(base), tr.task_vectors(experts, base), lam, opt.init(lam),
-                           jnp.zeros((), jnp.int32))
+                           jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
   def forward(base, tau, lam, x):
     v = tr.merge(base, tau, lam)
@@ -58,19 +60,19 @@ def adamerging(model, num_experts: int, *, layerwise: bool = False,
     loss_fn = lambda lam: entropy_score(forward(state.base, state.tau, lam, x), marginal_weight)
 
     def body(carry, _):
-      lam, opt_state = carry
+      lam, opt_state, skipped = carry
       loss, g = jax.value_and_grad(loss_fn)(lam)
-      ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))
+      ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))  # a non-finite step is skipped and counted
       upd, new_opt = opt.update(g, opt_state, lam)
       new_lam = jnp.clip(optax.apply_updates(lam, upd), clip_min, clip_max)
       lam, opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_lam, new_opt),
                                     (lam, opt_state))
-      return (lam, opt_state), loss
-    (lam, opt_state), losses = jax.lax.scan(body, (state.lam, state.opt_state), None,
-                                            length=steps)
+      return (lam, opt_state, skipped + (~ok).astype(jnp.int32)), loss
+    (lam, opt_state, skipped), losses = jax.lax.scan(
+        body, (state.lam, state.opt_state, jnp.asarray(state.skipped, jnp.int32)), None, length=steps)
     logits = forward(state.base, state.tau, lam, x)
     info = {'lam': lam if not layerwise else jnp.mean(lam, 0), 'loss': losses[-1],
             'entropy': jnp.mean(entropy(logits))}
-    return AdaMergingState(state.base, state.tau, lam, opt_state, state.step + 1), logits, info
+    return AdaMergingState(state.base, state.tau, lam, opt_state, state.step + 1, skipped), logits, info
 
   return OnlineMethod(init, update)

@@ -11,16 +11,46 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
 PathPredicate = Callable[[tuple], bool]
+
+
+def _same_architecture(name: str, tree: PyTree, ref_name: str, ref: PyTree, lead: int = 0) -> None:
+  """Raises one ValueError when `tree` differs from `ref` in structure or leaf shapes (static: jit-safe).
+  `lead` leading axes of `tree`'s leaves are ignored (the K axis of stacked experts)."""
+  if jax.tree.structure(tree) != jax.tree.structure(ref):
+    raise ValueError(f'{name}: parameter tree {jax.tree.structure(tree)} differs from {ref_name}\'s '
+                     f'{jax.tree.structure(ref)}; expected models of one architecture')
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(ref)):
+    if tuple(jnp.shape(a))[lead:] != tuple(jnp.shape(b)):
+      raise ValueError(f"{name}: leaf {'/'.join(path_names(path))} has shape {tuple(jnp.shape(a))[lead:]}, "
+                       f'{ref_name} has {tuple(jnp.shape(b))}; expected models of one architecture')
 
 
 def stack(trees: Sequence[PyTree]) -> PyTree:
   """K pytrees of identical structure -> one pytree whose leaves are stacked to (K, ...)."""
   if len(trees) == 0:
     raise ValueError('trees=[]; expected at least one pytree to stack')
+  for i, t in enumerate(trees[1:], start=1):
+    _same_architecture(f'trees[{i}]', t, 'trees[0]', trees[0])
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def check_experts(experts: Sequence[PyTree], names: Sequence[str] | None = None) -> None:
+  """Host-side check of unstacked experts before merging: at least one, one architecture (tree
+  structure and leaf shapes), finite weights. Raises one ValueError naming the expert and leaf."""
+  names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(experts))]
+  if len(experts) == 0:
+    raise ValueError('experts=[]; expected at least one expert to merge')
+  for name, e in zip(names, experts):
+    _same_architecture(f'expert {name!r}', e, f'expert {names[0]!r}', experts[0])
+    for path, leaf in jax.tree_util.tree_leaves_with_path(e):
+      x = np.asarray(leaf)
+      if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError(f"expert {name!r}: leaf {'/'.join(path_names(path))} holds NaN or Inf; "
+                         'expected finite weights (retrain or replace this expert)')
 
 
 def unstack(stacked: PyTree) -> list[PyTree]:
@@ -39,6 +69,7 @@ def num_experts(stacked: PyTree) -> int:
 
 def task_vectors(experts: PyTree, base: PyTree) -> PyTree:
   """tau_k = theta_k - theta_0 for stacked experts (K, ...) and a base pytree."""
+  _same_architecture('experts', experts, 'base', base, lead=1)
   return jax.tree.map(lambda e, b: e - b[None], experts, base)
 
 
