@@ -8,7 +8,8 @@ on the validation split with the simulated user (Dice after every click, `val/di
 best checkpoint by `config.select_metric` is kept beside the latest ones.
 
 Writes `checkpoints/` (latest, resumable), `best/` (best validation checkpoint), `metrics.jsonl`,
-TensorBoard events and `results/pretrain_val.{md,csv,json}`.
+TensorBoard events and `results/pretrain_val.{md,csv,json}` (every validation since step 0, also
+after a resume, with the number of training steps skipped as non-finite so far).
 """
 from __future__ import annotations
 
@@ -165,9 +166,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(config.keep_checkpoints))
   best_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1)
   best = {"metric": -1.0, "step": -1}
+  val_rows: list[dict[str, Any]] = []  # every evaluation so far (kept in the checkpoint: complete after a resume)
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(None, state)
     best = extra.get("best", best)
+    val_rows = [row for row in extra.get("val_rows", []) if row["step"] <= int(state.step)]
     logging.info("resumed pre-training at step %d from %s", int(state.step), ckpt.directory)
 
   source = pipeline.ArraySource({"image": train["images"], "mask": train["masks"]})
@@ -180,7 +183,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   writer = writers.MetricWriter(workdir)
   steps = int(config.steps)
   prog = progress.Progress(steps, "pre-training steps", start=int(state.step))
-  val_rows: list[dict[str, Any]] = []
   t0 = time.perf_counter()
   while int(state.step) < steps:
     step = int(state.step)
@@ -198,7 +200,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         jax.random.fold_in(parallel.local_copy(key), 10**6))  # on one device per process
       writer.write(done, {f"val/{k}": v for k, v in scores.items()})
       metric = float(scores[config.select_metric])
-      val_rows.append({"step": done, **{k: float(v) for k, v in scores.items()}})
+      val_rows.append({"step": done, **{k: float(v) for k, v in scores.items()},
+                       "skipped": int(state.skipped)})  # training steps skipped as non-finite so far
       if metric > best["metric"]:
         best = {"metric": metric, "step": done}
         best_ckpt.save(done, state.params, extra={"best": best, "scores": val_rows[-1]})
@@ -206,7 +209,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                    ", ".join(f"{k}={float(v):.4f}" for k, v in scores.items()), config.select_metric,
                    best["metric"], best["step"])
     if done % int(config.checkpoint_every) == 0 or done == steps:
-      ckpt.save(done, state, extra={"best": best})
+      ckpt.save(done, state, extra={"best": best, "val_rows": val_rows})
   writer.close()
   if val_rows:
     tables.write_table(os.path.join(workdir, "results", "pretrain_val"), val_rows,
