@@ -70,6 +70,9 @@ def test_pretrain_resumes_from_latest_checkpoint(tmp_path):
   steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert steps.count(1) == 2 and max(steps) == 2  # step 1 (train + val records) was not run twice
   assert first["best"]["step"] == 1 and second["best"]["step"] in (1, 2)
+  # The resumed run's validation table lists every evaluation (step 1 from the checkpoint), with skip counts.
+  rows = json.loads((tmp_path / "results" / "pretrain_val.json").read_text())["rows"]
+  assert [r["step"] for r in rows] == [1, 2] and all(r["skipped"] == 0 for r in rows)
 
 
 def test_pretrain_rejects_unknown_selection_metric(tmp_path):
