@@ -141,3 +141,45 @@ def test_validation():
         _init(UNet(num_classes=2, widths=(4,), bottleneck=4, norm="layer"), jnp.zeros((1, 8, 8, 1)))
     with pytest.raises(ValueError, match="x: expected"):
         _init(UNet(num_classes=2, widths=(4,), bottleneck=4), jnp.zeros((8, 8, 1)))
+
+
+def test_up_conv_equals_flax_conv_transpose_and_keeps_its_parameters():
+    """The matmul formulation of the 2x2 stride-2 transposed conv computes flax's ConvTranspose exactly, from
+    the same parameter names, shapes and initial values (so older checkpoints load unchanged)."""
+    import flax.linen as nn
+    from yiplearn.models.unet import _UpConv
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 5, 4)), jnp.float32)
+    ref = nn.ConvTranspose(6, (2, 2), strides=(2, 2))
+    ours = _UpConv(6, jnp.float32)
+    p_ref = ref.init(jax.random.PRNGKey(3), x)
+    p_ours = ours.init(jax.random.PRNGKey(3), x)
+    for k in ("kernel", "bias"):
+        np.testing.assert_array_equal(p_ours["params"][k], p_ref["params"][k])
+    p = {"params": {"kernel": p_ref["params"]["kernel"], "bias": jnp.arange(6, dtype=jnp.float32)}}
+    np.testing.assert_allclose(ours.apply(p, x), ref.apply(p, x), rtol=1e-5, atol=1e-5)
+    # Independent reference: every output pixel (2i+a, 2j+b) is x[i, j] @ K[1-a, 1-b] + bias.
+    k = np.asarray(p["params"]["kernel"])
+    expect = np.einsum("nhwc,abcf->nhawbf", np.asarray(x), k[::-1, ::-1]).reshape(2, 6, 10, 6) + np.arange(6)
+    np.testing.assert_allclose(ours.apply(p, x), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_values_and_float32_exact_gradient():
+    """2x2 max-pool: values as flax's max_pool, gradient = upstream gradient routed to each window's argmax,
+    exactly (no reduced-precision packing), checked against numpy."""
+    import flax.linen as nn
+    from yiplearn.models.unet import _max_pool_2x2
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(1, 6, 4, 3)), jnp.float32)
+    up = rng.normal(size=(1, 3, 2, 3)).astype(np.float32) * np.float32(1 + 1e-6)  # not bf16-representable
+    np.testing.assert_array_equal(_max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    g = np.asarray(jax.grad(lambda v: jnp.sum(_max_pool_2x2(v) * up))(x))
+    xn, expect = np.asarray(x), np.zeros(x.shape, np.float32)
+    for i in range(3):
+        for j in range(2):
+            for c in range(3):
+                win = xn[0, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c]
+                a, b = np.unravel_index(np.argmax(win), (2, 2))
+                expect[0, 2 * i + a, 2 * j + b, c] = up[0, i, j, c]
+    np.testing.assert_array_equal(g, expect)

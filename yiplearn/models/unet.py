@@ -50,6 +50,35 @@ class _Block(nn.Module):
         return x
 
 
+class _UpConv(nn.Module):
+    """2x2 stride-2 transposed convolution as one matrix product (the same map, parameters and initialiser as
+    ``nn.ConvTranspose(features, (2, 2), strides=(2, 2))``, whose kernel is applied spatially flipped).
+
+    Every output pixel receives exactly one input pixel, so ``y[2i+a, 2j+b] = x[i, j] @ K[1-a, 1-b] + bias``:
+    a dense (N H W, C) x (C, 4 F) product instead of XLA's convolution over a zero-dilated input, which on
+    CPU costs several times more (benchmarks/NOTES.md).
+    """
+
+    features: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        n, h, w, _ = x.shape
+        y = jnp.einsum("nhwc,abcf->nhawbf", x, kernel[::-1, ::-1].astype(self.dtype))
+        return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+
+
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 stride-2 max-pool (even H, W) as a reshape and a max: its gradient is exact in float32 (JAX's
+    ``reduce_window`` max gradient packs values and tangents at reduced precision) and faster on CPU. Among
+    tied maxima the gradient is shared equally (ties occur in all-zero windows after ReLU, where it is zero)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class UNet(nn.Module):
     """Click-conditioned U-Net.
 
@@ -89,10 +118,10 @@ class UNet(nn.Module):
         for width in self.widths:
             x = _Block(width, self.norm, self.dtype)(x, train)
             skips.append(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = _max_pool_2x2(x)
         x = _Block(self.bottleneck, self.norm, self.dtype)(x, train)
-        for width, skip in zip(reversed(self.widths), reversed(skips)):
-            x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+        for up_index, (width, skip) in enumerate(zip(reversed(self.widths), reversed(skips))):
+            x = _UpConv(width, self.dtype, name=f"ConvTranspose_{up_index}")(x)
             x = jnp.concatenate([x, skip], axis=-1)
             x = _Block(width, self.norm, self.dtype)(x, train)
         x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
