@@ -221,8 +221,10 @@ def summarise(res: dict, mode: str, run: int) -> dict:
 
 COLS = [('size', 'size'), ('mode', 'cache'), ('run', 'run'), ('startup_s', 'startup s'), ('import_s', 'import s'),
         ('build_s', 'build s'), ('click1_lower_s', 'click 1 trace s'), ('click1_compile_s', 'click 1 compile s'),
-        ('click1_run_s', 'click 1 run s'), ('click1_s', 'click 1 total s'), ('first_pred_from_imports_s', 'P_1 after imports s'),
-        ('first_pred_from_spawn_s', 'P_1 after spawn s'), ('mi_compile_s', 'MI compile s'),
+        ('click1_run_s', 'click 1 run s'), ('click1_s', 'click 1 total s'),
+        ('first_pred_from_imports_s', 'P_1 after imports s'), ('first_pred_from_spawn_s', 'P_1 after spawn s'),
+        ('mi_lower_s', 'MI trace s'),
+        ('mi_compile_s', 'MI compile s'), ('mi_run_s', 'MI run s'),
         ('first_mi_s', 'first MI (trace+compile+run) s'), ('mi_shown_from_spawn_s', 'P_2 after spawn s'),
         ('predict_again_s', 'next predict s'), ('mi_again_s', 'next MI s'), ('cache_hits', 'cache hits'),
         ('cache_misses', 'cache misses')]
