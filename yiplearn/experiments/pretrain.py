@@ -150,6 +150,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pre-trains (or resumes) the click model; returns the best validation metrics and paths."""
   validate(config)
+  mesh = parallel.mesh_from_config(config.get("mesh", None))  # data parallel over all devices by default
+  parallel.check_divisible("optim.batch_size", int(config.optim.batch_size), mesh)
   from yiplearn.interactive import evaluation  # pylint: disable=g-import-not-at-top
   num_classes = int(config.num_classes)
   train = seg_common.load_segmentation(config.data, workdir, split=config.data.split)
@@ -158,8 +160,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     val = seg_common.take(val, int(config.val_images))
   model = seg_common.make_unet(config.model, num_classes)
   tx = make_optimizer(config.optim)
-  mesh = parallel.mesh_from_config(config.get("mesh", None))  # data parallel over all devices by default
-  parallel.check_divisible("optim.batch_size", int(config.optim.batch_size), mesh)
   key = jax.random.PRNGKey(int(config.seed))
   state = init_state(config, model, train["images"].shape[-1], num_classes, tx, jax.random.fold_in(key, 0))
   state, key = parallel.to_global((state, key), parallel.replicated(mesh))  # the same on every process
