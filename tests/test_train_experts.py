@@ -35,7 +35,8 @@ def test_run_writes_table_checkpoints_and_resumes(tmp_path, env_data_dir):
     for d in c.data.domains:
       assert 0.0 <= r[d] <= 1.0
   table = json.load(open(tmp_path / 'results' / 'expert_accuracy.json'))
-  assert table['columns'] == ['model', 'rot0', 'rot45', 'rot75']
+  assert table['columns'] == ['model', 'rot0', 'rot45', 'rot75', 'skipped']
+  assert all(r['skipped'] == 0 for r in rows)  # training steps skipped as non-finite
   assert (tmp_path / 'results' / 'expert_accuracy.md').exists()
   ck = tmp_path / 'checkpoints' / 'all'
   assert {'base', 'expert_rot0', 'expert_rot45', 'expert_rot75', 'fisher_rot0'} <= set(os.listdir(ck))

@@ -93,8 +93,7 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
   names = [n for n, _ in hp.report_unions]
   done_path = os.path.join(workdir, "streams", f"{target}__{method}.npz")
   if os.path.exists(done_path):
-    with np.load(done_path, allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
+    return files.read_npz(done_path)  # never unpickles
   state = updates.init_state(jax.tree.map(jnp.copy, params), hp)  # the session donates its state
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "streams", f"{target}__{method}"), max_to_keep=1)
   n = len(images)

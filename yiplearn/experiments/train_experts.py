@@ -8,7 +8,7 @@ Writes to the workdir:
   checkpoints/<family>/{base,expert_<domain>,fisher_<domain>}/  orbax checkpoints (resumed: a model
       whose checkpoint exists is loaded, not retrained)
   results/expert_accuracy.{md,csv,json}  accuracy of the base and of every expert on every
-      domain's test split
+      domain's test split, and the training steps each skipped as non-finite
 Config fields used: seed, data (see `merge_data`), model (arch, widths, stage_sizes, patch_size,
 dim, depth, num_heads), train (base_steps, expert_steps, batch_size, lr, expert_lr,
 weight_decay, fisher_batches), sources (domains to train on; empty = all of data.domains).
@@ -41,6 +41,7 @@ class Family(NamedTuple):
   base: Any
   experts: list[Any]
   fishers: list[Any] | None
+  skipped: dict[str, int] | None = None  # training steps skipped as non-finite, per model ('base', 'expert_<d>')
 
 
 def make_model(model_cfg: Any, num_classes: int) -> Classifier:
@@ -56,6 +57,9 @@ def make_model(model_cfg: Any, num_classes: int) -> Classifier:
 @functools.lru_cache(maxsize=16)
 def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
   """Jitted (variables, opt_state, x, y, lr) -> (variables, opt_state, loss), state donated.
+
+  A step whose loss, gradient or update is not finite leaves variables and optimiser state unchanged
+  and returns a NaN loss (counted by `train` as skipped).
 
   AdamW with the learning rate passed per step (a traced scalar), so that one compiled step
   serves the base and every expert of a family (cached per model, weight decay and mesh). With a
@@ -75,10 +79,11 @@ def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
     upd, new_opt = tx.update(g, opt_state, variables['params'])
     upd = jax.tree.map(lambda u: -lr * u, upd)
     new_v = dict(new_v, params=optax.apply_updates(variables['params'], upd))
-    ok = jnp.isfinite(loss)  # a non-finite loss skips the update
+    finite = lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+    ok = jnp.isfinite(loss) & finite(g) & finite(new_v)  # a non-finite step is skipped
     new_v, new_opt = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_v, new_opt),
                                   (variables, opt_state))
-    return new_v, new_opt, loss
+    return new_v, new_opt, jnp.where(ok, loss, jnp.nan)
   if mesh is None:
     return tx, jax.jit(step, donate_argnums=(0, 1))
   rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -88,14 +93,15 @@ def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
 
 def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, steps: int,
           batch_size: int, lr: float, seed: int, weight_decay: float = 0.0,
-          balance: bool = False, flip: bool = False, mesh=None) -> Any:
+          balance: bool = False, flip: bool = False, mesh=None, stats: dict | None = None) -> Any:
   """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs.
 
   `balance`: batches drawn with replacement with probability inversely proportional to the class
   frequency (class-balanced sampling). `flip`: each example flipped left-right with p = 0.5.
   `mesh`: data parallelism over its first axis (None: one device). Every process draws the same
   global batches (same seed) and places only its rows (`parallel.local_rows`); multi-process runs
-  return host (numpy) variables, identical on every process."""
+  return host (numpy) variables, identical on every process. `stats` (a dict), if given, receives
+  'skipped': the number of steps skipped for a non-finite loss, gradient or update."""
   tx, step_fn = make_train_step(model, float(weight_decay), mesh)
   schedule = optax.cosine_decay_schedule(lr, max(steps, 1))
   variables = jax.tree.map(jnp.array, variables)
@@ -134,8 +140,14 @@ def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, st
       lr_i = parallel.to_global(np.float32(schedule(i)), rep)
     variables, opt_state, loss = step_fn(variables, opt_state, xb, yb, lr_i)
     losses.append(loss)
+  values = np.asarray([float(np.asarray(l)) for l in losses])
+  skipped = int(np.sum(~np.isfinite(values)))
+  if stats is not None:
+    stats['skipped'] = skipped
   if losses:
-    logging.info('trained %d steps, final loss %.4f', steps, float(np.mean(losses[-10:])))
+    last = values[-10:][np.isfinite(values[-10:])]
+    logging.info('trained %d steps (%d skipped as non-finite), final loss %.4f', steps, skipped,
+                 float(last.mean()) if last.size else float('nan'))
   if mesh is not None and jax.process_count() > 1:  # host copies: later code runs per process
     return parallel.to_host(variables)
   return parallel.local_copy(variables)  # merges and evaluation then run on one device
@@ -158,12 +170,17 @@ def accuracy(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray) ->
 
 
 def _cached(ckpt_root: str, name: str, target: Any, make, extra: dict | None = None) -> Any:
-  """Restores checkpoint `<root>/<name>` into `target`'s structure, or computes and saves it."""
+  """Restores checkpoint `<root>/<name>` into `target`'s structure, or computes and saves it.
+
+  `extra` is saved with the checkpoint after `make()` ran (so `make` may add to it, e.g. skip counts)
+  and, on a restore, updated in place with the stored one."""
   ckpt = checkpoints.Checkpointer(os.path.join(ckpt_root, name), max_to_keep=1)
   try:
     if ckpt.latest_step() is not None:
       logging.info('restoring %s from %s', name, ckpt.directory)
-      state, _ = ckpt.restore(None, target)
+      state, saved = ckpt.restore(None, target)
+      if extra is not None:
+        extra.update(saved)
       return state
     state = make()
     ckpt.save(0, state, extra=extra)
@@ -185,19 +202,21 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
   init = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), x0)
   pooled_x = np.concatenate([data[s]['train'][0] for s in sources])
   pooled_y = np.concatenate([data[s]['train'][1] for s in sources])
+  infos = {'base': {'sources': sources}}  # checkpoint extras, with each model's skipped-step count
   base = _cached(ckpt_root, 'base', init, lambda: train(
       model, init, pooled_x, pooled_y, steps=int(t.base_steps), batch_size=int(t.batch_size),
       lr=float(t.lr), seed=config.seed, weight_decay=float(t.get('weight_decay', 0.0)),
-      balance=bool(t.get('balance', False)), flip=bool(t.get('flip', False)), mesh=mesh),
-      extra={'sources': sources})
+      balance=bool(t.get('balance', False)), flip=bool(t.get('flip', False)), mesh=mesh,
+      stats=infos['base']), extra=infos['base'])
   experts, fishers = [], []
   for i, s in enumerate(sources):
     x, y = data[s]['train']
-    e = _cached(ckpt_root, f'expert_{s}', init, lambda x=x, y=y, i=i: train(
+    info = infos[f'expert_{s}'] = {'domain': s}
+    e = _cached(ckpt_root, f'expert_{s}', init, lambda x=x, y=y, i=i, info=info: train(
         model, base, x, y, steps=int(t.expert_steps), batch_size=int(t.batch_size),
         lr=float(t.get('expert_lr', t.lr)), seed=config.seed + 1 + i,
         weight_decay=float(t.get('weight_decay', 0.0)), balance=bool(t.get('balance', False)),
-        flip=bool(t.get('flip', False)), mesh=mesh), extra={'domain': s})
+        flip=bool(t.get('flip', False)), mesh=mesh, stats=info), extra=info)
     experts.append(e)
     if with_fisher:
       def make_fisher(e=e, x=x):
@@ -208,7 +227,8 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
         return static.diagonal_fisher(lp, e['params'], batches,
                                       key=jax.random.fold_in(jax.random.key(config.seed), 100 + i))
       fishers.append(_cached(ckpt_root, f'fisher_{s}', init['params'], make_fisher))
-  return Family(model, list(sources), base, experts, fishers if with_fisher else None)
+  skipped = {name: int(info.get('skipped', 0)) for name, info in infos.items()}
+  return Family(model, list(sources), base, experts, fishers if with_fisher else None, skipped)
 
 
 def run(config: Any, workdir: str) -> dict:
@@ -222,8 +242,9 @@ def run(config: Any, workdir: str) -> dict:
     row = {'model': name}
     for d in data:
       row[d] = accuracy(fam.model, v, *data[d]['test'])
+    row['skipped'] = fam.skipped.get(name, 0)  # training steps skipped as non-finite
     rows.append(row)
   md = tables.write_table(os.path.join(workdir, 'results', 'expert_accuracy'), rows,
-                          ['model'] + list(data), title='Test accuracy per domain (rows: models)')
+                          ['model'] + list(data) + ['skipped'], title='Test accuracy per domain (rows: models)')
   logging.info('\n%s', md)
   return {'accuracy': rows}

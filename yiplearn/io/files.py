@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   """Writes `obj` as indented JSON to `path` atomically (numpy values converted)."""
   atomic_write_text(path, to_json(obj) + "\n")
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The arrays of an `.npz` file, never unpickling anything (`allow_pickle=False`).
+
+  Raises ValueError naming the file when it holds an object (pickled) array or is not a valid npz.
+  """
+  path = os.fspath(path)
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+    raise ValueError(f"npz file {path!r}: {str(e).splitlines()[0]}; expected plain numeric or string arrays "
+                     "(pickled objects are never loaded)") from None
+  except (OSError, EOFError, zipfile.BadZipFile) as e:  # truncated or corrupt
+    raise ValueError(f"npz file {path!r} cannot be read ({type(e).__name__}): expected a complete npz "
+                     "written by numpy.savez (delete it to recompute)") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
