@@ -116,7 +116,8 @@ def bench_size(size: str, *, batch: int | None, steps: int, warmup: int, devices
   try:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost['flops']) if cost and cost.get('flops', -1) > 0 else None
+    # The partitioned program's count is per device: the step's total is that times the devices.
+    flops = float(cost['flops']) * n_dev if cost and cost.get('flops', -1) > 0 else None
   except Exception:  # pylint: disable=broad-except
     pass
 
