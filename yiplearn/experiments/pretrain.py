@@ -130,6 +130,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the fields a user most often gets wrong, with one message each."""
   if int(config.optim.batch_size) < 1:
     raise ValueError(f"optim.batch_size={config.optim.batch_size}: expected a positive integer")
+  if not float(config.optim.lr) > 0:
+    raise ValueError(f"optim.lr={config.optim.lr}: expected a positive learning rate")
   if int(config.steps) < 1:
     raise ValueError(f"steps={config.steps}: expected a positive number of training steps")
   if int(config.clicks.max_clicks) < 2:
