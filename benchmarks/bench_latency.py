@@ -253,8 +253,8 @@ def main() -> None:
   p.add_argument('--nocache_runs', type=int, default=1, help='fresh processes without the persistent cache')
   p.add_argument('--warm_runs', type=int, default=2, help='fresh processes with a warm cache (after 1 cold)')
   p.add_argument('--clicks', type=int, default=10, help='click capacity T of the Clicks pytree')
-  p.add_argument('--cache_dir', default=None, help='cache folder (default: a new temporary one per size; '
-                 'an existing folder is emptied first)')
+  p.add_argument('--cache_dir', default=None, help='keep the caches in <cache_dir>/<size> (must not exist or be '
+                 'empty: run 1 is cold); default: temporary folders, removed afterwards')
   p.add_argument('--no_peak', action='store_true', help='skip the matmul peak measurement')
   p.add_argument('--timeout', type=float, default=1800, help='seconds per worker process')
   p.add_argument('--out', default='bench_latency.json')
@@ -270,6 +270,11 @@ def main() -> None:
   if args.nocache_runs < 0 or args.warm_runs < 0 or args.clicks < 3:
     raise ValueError(f'--nocache_runs/--warm_runs/--clicks: got {args.nocache_runs}/{args.warm_runs}/'
                      f'{args.clicks}, expected >= 0 / >= 0 / >= 3')
+  for size in sizes if args.cache_dir else ():
+    cache = os.path.join(args.cache_dir, size)
+    if os.path.isdir(cache) and os.listdir(cache):
+      raise ValueError(f'--cache_dir: {cache} is not empty, expected a new or empty folder (run 1 must start '
+                       'from an empty cache)')
   mach = bc.machine()
   mach['load_start'] = bc.load_avg()
   print(f"machine: {mach['cpu_model']}, {mach['cpus_usable']} CPUs, jax {mach['jax']} {mach['devices']}, "
@@ -279,10 +284,11 @@ def main() -> None:
   for size in sizes:
     plan = [('nocache', i + 1) for i in range(args.nocache_runs)]
     plan += [('cold', 1)] + [('warm', i + 2) for i in range(args.warm_runs)]
-    cache = args.cache_dir or tempfile.mkdtemp(prefix=f'jax_cache_{size}_')
-    if os.path.isdir(cache):
-      shutil.rmtree(cache)
-    os.makedirs(cache)
+    if args.cache_dir:
+      cache = os.path.join(args.cache_dir, size)
+      os.makedirs(cache, exist_ok=True)
+    else:
+      cache = tempfile.mkdtemp(prefix=f'jax_cache_{size}_')
     try:
       for mode, run in plan:
         argv = [script, '--worker', '--size', size, '--clicks', str(args.clicks)]
