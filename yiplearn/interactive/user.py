@@ -14,6 +14,15 @@ Click placement policies (static strings):
 
 A returned click is ``(coord (2,) int32 (row, col), label int32, valid bool)``;
 ``valid`` is False when there is nothing to click (coord and label are then 0).
+
+Degenerate ground truths (defined behaviour, not errors):
+
+* empty (no foreground pixel): click 1 is not placed (``valid`` False, its slot stays
+  invalid); from click 2 on the user corrects the prediction's false positives with
+  background clicks (label 0), and no click is placed once the prediction is empty too.
+  The experiments drop such images by default (``data.foreground_only``).
+* all foreground: the whole image is one component, so click 1 lies in it; corrections
+  follow the prediction's errors as usual.
 """
 
 from __future__ import annotations
