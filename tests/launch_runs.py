@@ -17,8 +17,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 ADAPT = ["configs/interactive_fundus.py:quick,stage=adapt,targets=camera_c",
          "--config.checkpoint_every=1", "--config.clicks.max_clicks=3",
          "--config.targets.camera_c.max_images=6", "--config.methods=('pi_mi',)"]
-# merge_online on rotated digits (K = 3 experts, target rot30), 8 batches of 8, a checkpoint per batch.
-MERGE = ["configs/merge_digits.py:quick,batch=8", "--config.train.base_steps=20",
+# merge_online on rotated digits (K = 3 one-block ResNets, target rot30), 8 batches of 8, a checkpoint per batch.
+MERGE = ["configs/merge_digits.py:quick,batch=8", "--config.model.stage_sizes=(1,)", "--config.model.widths=(4,)",
+         "--config.train.base_steps=20",
          "--config.train.expert_steps=10", "--config.methods=('adamerging_task','eam')",
          "--config.streams=('iid',)", "--config.landscape=False", "--config.checkpoint_every=1"]
 
@@ -63,10 +64,18 @@ def adapt_args(base: pathlib.Path) -> list[str]:
   return ADAPT + [f"--config.checkpoint_dir={pretrained(base)}"]
 
 
+def merge_args(base: pathlib.Path) -> list[str]:
+  """Every merge run of the session shares the experts trained by the first one (their own resume is
+  tested in test_train_experts.py); the streams run, and are killed, in each run's workdir."""
+  return MERGE + [f"--config.experts_workdir={base / 'experts'}"]
+
+
 def launch(args: list[str], workdir: pathlib.Path, base: pathlib.Path) -> None:
   """Runs one experiment to the end; fails with its output if it does not exit 0."""
+  t0 = time.monotonic()
   proc = subprocess.run(command(args, workdir), cwd=REPO, env=env(base), capture_output=True, text=True,
                         timeout=600)
+  print(f"{workdir.name}: exit {proc.returncode} after {time.monotonic() - t0:.1f} s")
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -89,6 +98,7 @@ def launch_and_kill(args: list[str], workdir: pathlib.Path, base: pathlib.Path, 
   """Starts the experiment, waits for its first stream checkpoint, then SIGKILLs it after a seeded
   random delay in [0, max_delay_s). Returns what happened (delay, whether it was still running)."""
   delay = random.Random(seed).uniform(0.0, max_delay_s)
+  t0 = time.monotonic()
   proc = subprocess.Popen(command(args, workdir), cwd=REPO, env=env(base), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   try:
@@ -106,7 +116,9 @@ def launch_and_kill(args: list[str], workdir: pathlib.Path, base: pathlib.Path, 
       proc.wait()
   if not running:
     assert proc.returncode == 0, err[-3000:]
-  info = {"delay_s": round(delay, 3), "killed": running, "returncode": proc.returncode}
+  finished = len([p for p in (workdir / "streams").glob("**/*") if p.suffix in (".json", ".npz")])
+  info = {"delay_s": round(delay, 3), "killed": running, "returncode": proc.returncode,
+          "after_s": round(time.monotonic() - t0, 1), "finished_streams": finished}
   print(f"SIGKILL {workdir.name}: {info}")
   return info
 

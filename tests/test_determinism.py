@@ -14,7 +14,7 @@ def base(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["adapt", "merge"])
 def test_two_runs_give_byte_identical_results(base, tmp_path, name):
-  args = lr.adapt_args(base) if name == "adapt" else lr.MERGE
+  args = lr.adapt_args(base) if name == "adapt" else lr.merge_args(base)
   ref = lr.reference(args, name, base)
   lr.launch(args, tmp_path / "again", base)
   files = lr.assert_same_files(ref, tmp_path / "again")

@@ -14,7 +14,7 @@ def base(tmp_path_factory):
 
 @pytest.mark.parametrize("name,seed,max_delay_s", [("adapt", 6, 1.5), ("merge", 7, 1.0)])
 def test_killed_run_resumes_to_identical_results(base, tmp_path, name, seed, max_delay_s):
-  args = lr.adapt_args(base) if name == "adapt" else lr.MERGE
+  args = lr.adapt_args(base) if name == "adapt" else lr.merge_args(base)
   ref = lr.reference(args, name, base)
   workdir = tmp_path / "killed"
   info = lr.launch_and_kill(args, workdir, base, seed, max_delay_s)
