@@ -16,6 +16,7 @@ EXPERIMENTS = {
     "adapt_interactive": "yiplearn.experiments.adapt_interactive",
     "train_experts": "yiplearn.experiments.train_experts",
     "merge_online": "yiplearn.experiments.merge_online",
+    "sweep_interactive": "yiplearn.experiments.sweep_interactive",
 }
 
 
