@@ -48,7 +48,7 @@ def image_batch(name: str, images: Any, *, rank: int = 4) -> None:
     raise ValueError(f"{name}.shape={shape}: expected {layout}")
   pixel_dtype(name, images)
   dtype = _dtype(images)
-  if is_traced(images) or not np.issubdtype(dtype, np.floating):
+  if is_traced(images) or not np.issubdtype(dtype, np.floating) or np.size(images) == 0:
     return
   finite = np.isfinite(np.asarray(images)).reshape(shape[0], -1).all(axis=1) if rank == 4 else \
       np.atleast_1d(np.isfinite(np.asarray(images)).all())
