@@ -54,8 +54,8 @@ def image_batch(name: str, images: Any, *, rank: int = 4) -> None:
       np.atleast_1d(np.isfinite(np.asarray(images)).all())
   if not finite.all():
     bad = np.flatnonzero(~finite)[:5].tolist()
-    where = f"images {bad}" if rank == 4 else "the image"
-    raise ValueError(f"{name}: {where} hold NaN or Inf pixels: expected finite values (drop or repair them)")
+    where = f"images {bad} hold" if rank == 4 else "the image holds"
+    raise ValueError(f"{name}: {where} NaN or Inf pixels: expected finite values (drop or repair them)")
 
 
 def label_maps(name: str, masks: Any, num_classes: int | None = None, *,
