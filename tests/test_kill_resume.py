@@ -29,3 +29,12 @@ def test_killed_run_resumes_to_identical_results(base, tmp_path, name, seed, max
     trace = [json.loads(l) for l in files["results/lambda_trace.jsonl"].decode().splitlines()]
     assert [(r["method"], r["batch"]) for r in trace] == [(m, i) for m in ("adamerging_task", "eam")
                                                          for i in range(8)]
+
+
+def test_temp_file_of_a_writer_killed_mid_write_is_removed_by_the_next_write(tmp_path):
+  from yiplearn.io import files
+  (tmp_path / ".tmp-table.json-k1ll3d").write_text('{"half": ')  # what SIGKILL during a write leaves
+  (tmp_path / ".tmp-other.json-x").write_text("")  # another file's: kept
+  files.atomic_write_json(tmp_path / "table.json", {"rows": [1]})
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-other.json-x", "table.json"]
+  assert files.read_json(tmp_path / "table.json") == {"rows": [1]}

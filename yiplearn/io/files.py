@@ -1,10 +1,12 @@
 """Atomic file writers: a result file is either absent or complete, never half-written.
 
 Each writer writes to a temporary file in the destination directory, flushes and fsyncs it,
-then renames it over the destination (atomic on POSIX file systems).
+then renames it over the destination (atomic on POSIX file systems), and removes temporary files
+of the same destination left by a process killed mid-write.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -38,7 +40,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
+  prefix = ".tmp-" + os.path.basename(path) + "-"
+  fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
@@ -49,6 +52,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+  # Temp files of this path left by a process killed mid-write (SIGKILL runs no cleanup).
+  for stale in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*")):
+    try:
+      os.unlink(stale)
+    except FileNotFoundError:
+      pass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
