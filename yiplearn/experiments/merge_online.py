@@ -106,7 +106,8 @@ def _trimmed_log(path: str, batches_done: int) -> writers.JsonlWriter:
     kept = []
     if os.path.exists(path):
       with open(path, encoding='utf-8') as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['batch'] < batches_done]
+        kept = [line for line in f  # a line cut short by a kill has no newline: dropped
+                if line.endswith('\n') and line.strip() and json.loads(line)['batch'] < batches_done]
     files.atomic_write_text(path, ''.join(kept))
   return writers.JsonlWriter(path)
 
