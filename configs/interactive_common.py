@@ -11,6 +11,12 @@ def model(quick: bool, paper: bool = False) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"widths": (8, 16, 32, 64), "bottleneck": 128, "norm": "instance"})
 
 
+def mesh() -> ml_collections.ConfigDict:
+  """Device mesh (yiplearn/parallel.py): shape -1 = all devices on the data axis; the global batch must
+  split evenly over it. E.g. `--config.mesh.shape=4` uses the first 4 devices."""
+  return ml_collections.ConfigDict({"shape": -1, "axis_names": ("data",)})
+
+
 def clicks(max_clicks: int = 10) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"max_clicks": max_clicks, "encoding": "gaussian", "sigma": 5.0, "radius": 5.0,
                                     "policy": "random_in_largest", "prev_mask": False})
@@ -51,6 +57,7 @@ def pretrain(data: ml_collections.ConfigDict, *, num_classes: int, report: dict,
   c.select_metric = "dice@5"
   c.checkpoint_every = max(steps // 4, 1)
   c.keep_checkpoints = 2
+  c.mesh = mesh()
   return c
 
 

@@ -25,6 +25,9 @@ def base_config(a) -> ml_collections.ConfigDict:
   c.landscape = True          # K = 3: plot the entropy landscape over the simplex
   c.checkpoint_every = 20     # batches between checkpoints of each (method, stream) pair
   c.landscape_resolution = 12
+  # Device mesh (yiplearn/parallel.py): base/expert training is data parallel over all devices (the
+  # batch must split evenly); entropy-adaptive candidates are split over this process's devices.
+  c.mesh = ml_collections.ConfigDict(dict(shape=-1, axis_names=('data',)))
   c.model = ml_collections.ConfigDict(dict(arch='resnet', stage_sizes=(1, 1, 1),
                                            widths=(16, 32, 64), patch_size=4, dim=32, depth=2,
                                            num_heads=2))

@@ -18,7 +18,7 @@ std over seeds), pretrain/ (when pre-trained here), sweep/ (resumable checkpoint
 """
 import ml_collections
 
-from configs import common, interactive_fundus
+from configs import common, interactive_common, interactive_fundus
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,5 +38,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if a.n or a.quick:
     c.targets[a.target].max_images = a.n or 4
   c.checkpoint_every = 2 if a.quick else 10
-  c.mesh = ml_collections.ConfigDict({"shape": -1, "axis_names": ("data",)})  # -1: all devices
+  c.mesh = interactive_common.mesh()  # the stream axis is split over the data axis (-1: all devices)
   return c
