@@ -23,9 +23,24 @@ def _abstract(target: Any) -> Any:
   def leaf(x):
     if not (hasattr(x, "shape") and hasattr(x, "dtype")):  # arrays and jax.ShapeDtypeStruct pass through
       x = np.asarray(x)
-    # A jax.Array target keeps its sharding: every process restores its own shards (multi-host).
+    # A global jax.Array target keeps its sharding: every process restores its own shards (multi-host).
+    # Multi-host, a process-local target is restored as numpy (orbax restores no host-local arrays).
+    if _host_local(x):
+      return np.zeros((), x.dtype) if x.shape == () else np.empty(x.shape, x.dtype)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
   return jax.tree_util.tree_map(leaf, target)
+
+
+def _host_local(x: Any) -> bool:
+  """A process-local jax.Array of a multi-process run (orbax serialises only global arrays)."""
+  return jax.process_count() > 1 and isinstance(x, jax.Array) and x.is_fully_addressable
+
+
+def _savable(state: Any) -> Any:
+  """Multi-host: process-local arrays (the same on every process) are saved as numpy by process 0."""
+  if jax.process_count() == 1:
+    return state
+  return jax.tree_util.tree_map(lambda x: np.asarray(x) if _host_local(x) else x, state)
 
 
 class Checkpointer:
@@ -51,7 +66,7 @@ class Checkpointer:
     """Saves `state` (a pytree of arrays) and `extra` (JSON-serialisable) as checkpoint `step`."""
     self._manager.save(
         int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(_savable(state)),
                                 extra=ocp.args.JsonSave(dict(extra or {}))),
         force=force)
     self._manager.wait_until_finished()
