@@ -63,8 +63,21 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def git_revision() -> dict[str, Any] | None:
+  """The checkout's commit and whether tracked files differ from it (None outside a git checkout)."""
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True, timeout=10,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return {'commit': head, 'modified_files': dirty.splitlines()}
+
+
 def machine() -> dict[str, Any]:
-  """Platform, CPU model, cores, load average now, jax/jaxlib versions, backend, devices and XLA_FLAGS."""
+  """Platform, CPU model, cores, load average now, jax/jaxlib versions, backend, devices, XLA_FLAGS and
+  the git commit (with the tracked files modified in the checkout)."""
   try:
     import jaxlib  # pylint: disable=g-import-not-at-top
     jaxlib_version = getattr(jaxlib, '__version__', None)
@@ -77,7 +90,7 @@ def machine() -> dict[str, Any]:
           'load_avg': load_avg(), 'jax': jax.__version__, 'jaxlib': jaxlib_version,
           'backend': jax.default_backend(), 'devices': [str(d) for d in devices],
           'device_kind': devices[0].device_kind if devices else None,
-          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'git': git_revision()}
 
 
 def describe(mach: dict[str, Any]) -> str:
