@@ -9,18 +9,16 @@ worker per measurement, `--worker`), which records wall-clock timestamps:
   import    jax, flax, optax and the yiplearn modules the tool needs
   build     the U-Net, its parameters (host arrays of the right shapes, as from a checkpoint restore:
             nothing compiled, file I/O not included), the adaptation state (Adam) and the image
-  click 1   `predict(params, image, clicks)` (guidance maps + forward + argmax, jitted): trace + lower,
-            compile, first run -- "first prediction" is the moment P_1 is available
-  MI        `mi_update(state, image, clicks, t)` (`updates.mi_step` -- pseudo-label forward, forward +
-            backward of DiceFocal + beta CCG, guarded Adam step -- then the forward that shows P_2 with
-            the new parameters; state donated): trace + lower, compile, first run
-  steady    a second click of each function once compiled (the per-click latency after the first).
+  click 1   `tool.start(state, image, coord, label)` of `yiplearn.interactive.tool.make_tool` (method pi_mi:
+            guidance maps + forward + argmax, jitted): trace + lower, compile, first run -- "first prediction"
+            is the moment P_1 is available
+  MI        `tool.click(state, view, coord, label)` (the Mid-Interaction update -- pseudo-label forward,
+            forward + backward of DiceFocal + beta CCG, guarded Adam step -- then the forward that shows P_2
+            with the new parameters; state donated): trace + lower, compile, first run
+  steady    a second call of each once compiled (click 1 of a new image; click 3 of this one).
 
-Both functions are built here from `updates.make_input`, `updates.predict` and `updates.mi_step`: the
-library has no per-click interactive helper (its `session.make_session` runs a whole image with a
-simulated user in one call, which a person's clicks cannot drive). Compilation is ahead of time
-(`jit(...).lower(...).compile()`) so that its share is separate; the tool could compile the MI step
-while the user looks at P_1, so "MI ready" (MI compiled) is reported as well.
+Compilation is ahead of time (`tool.jitted[...].lower(...).compile()`) so that its share is separate; a tool
+can compile the MI step while the user looks at P_1, so "MI ready" (MI compiled) is reported as well.
 
 Modes per size: `nocache` (no persistent cache), then with JAX's persistent compilation cache
 (`jax_compilation_cache_dir` = a fresh empty folder, `jax_persistent_cache_min_compile_time_secs` = 0,
@@ -54,8 +52,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common as bc  # noqa: E402
-from yiplearn import clicks as clicks_lib  # noqa: E402
 from yiplearn.interactive import updates as U  # noqa: E402
+from yiplearn.interactive.tool import make_tool  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
 _T_IMPORTED = time.time()
@@ -66,30 +64,6 @@ CACHE_EVENTS = ('/jax/compilation_cache/cache_hits', '/jax/compilation_cache/cac
 
 
 # ---- the worker (one fresh process = one measurement) ------------------------------------------------------
-
-
-def make_interactive(model, hp: U.HParams, tx):
-  """Per-click jitted functions of an interactive tool (not in the library yet):
-
-  predict(params, image, clicks) -> P (H, W) int32: guidance maps, forward, argmax.
-  mi_update(state, image, clicks, t) -> (state, P_t, loss): `updates.mi_step` for the newest click in slot t
-    (C_{t-1} = slots < t), then P_t = f(I, C_t) with the updated parameters. The state is donated.
-  """
-  apply_fn = model.apply
-
-  def predict(params, image, clicks):
-    x = U.make_input(hp, image, clicks)
-    return jnp.argmax(U.predict(apply_fn, params, x), -1).astype(jnp.int32)
-
-  def mi_update(state, image, clicks, t):
-    slots = jnp.arange(clicks.valid.shape[0])
-    x_prev = U.make_input(hp, image, clicks_lib.select(clicks, slots < t))
-    x_cur = U.make_input(hp, image, clicks_lib.select(clicks, slots <= t))
-    state, loss = U.mi_step(apply_fn, tx, hp, state, x_prev, x_cur, clicks, t)
-    pred = jnp.argmax(U.predict(apply_fn, state.params, x_cur), -1).astype(jnp.int32)
-    return state, pred, loss
-
-  return jax.jit(predict), jax.jit(mi_update, donate_argnums=(0,))
 
 
 def restored_params(model, in_channels: int, seed: int = 0):
@@ -143,9 +117,9 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
   hw, channels, classes, widths, bottleneck, lr = bc.SIZES[size]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
   hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=clicks_T, lr=lr).validate()
-  tx = U.make_optimizer(hp)
+  tool = make_tool(model, hp)
   params = restored_params(model, channels + classes)
-  state = U.init_state(params, hp, tx)
+  state = tool.init(params)
   rng = np.random.default_rng(0)
   rr, cc = np.mgrid[:hw, :hw]
   lesion = np.hypot(rr - 0.45 * hw, cc - 0.55 * hw) < hw / 6
@@ -153,42 +127,41 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
   jax.block_until_ready((state, image))
   t_built = time.time()
 
-  predict, mi_update = make_interactive(model, hp, tx)
-  c1 = (int(0.45 * hw), int(0.55 * hw))
-  c2 = (int(0.45 * hw), int(0.55 * hw + hw / 6 - 3))  # a correction on the lesion's rim
-  clicks1 = clicks_lib.from_lists([c1], [classes - 1], clicks_T, shape=(hw, hw), num_classes=classes)
-  click1, predict_c, pred1 = _aot(predict, state.params, image, clicks1)
+  start, click = tool.jitted['start'], tool.jitted['click']
+  c1 = jnp.asarray((int(0.45 * hw), int(0.55 * hw)), jnp.int32)
+  c2 = jnp.asarray((int(0.45 * hw), int(0.55 * hw + hw / 6 - 3)), jnp.int32)  # a correction on the lesion's rim
+  c3 = jnp.asarray((int(0.45 * hw + hw / 6 - 3), int(0.55 * hw)), jnp.int32)
+  fg, bg = jnp.int32(classes - 1), jnp.int32(1)
+  click1, start_c, (state, view) = _aot(start, state, image, c1, fg)
+  pred1 = view.pred
   t_pred1 = time.time()
 
-  clicks2 = clicks_lib.from_lists([c1, c2], [classes - 1, 1], clicks_T, shape=(hw, hw), num_classes=classes)
-  t_arg = jnp.int32(1)
   t0 = time.perf_counter()
-  mi_lowered = mi_update.lower(state, image, clicks2, t_arg)
+  mi_lowered = click.lower(state, view, c2, bg)
   t1 = time.perf_counter()
   mi_c = mi_lowered.compile()
   t2 = time.perf_counter()
   t_mi_ready = time.time()
-  state, pred2, loss = jax.block_until_ready(mi_c(state, image, clicks2, t_arg))
+  state, view = jax.block_until_ready(mi_c(state, view, c2, bg))
+  pred2 = view.pred
   t3 = time.perf_counter()
   t_mi_shown = time.time()
   mi = {'lower_s': t1 - t0, 'compile_s': t2 - t1, 'run_s': t3 - t2, 'total_s': t3 - t0}
 
-  # Steady state: the next click of each, compiled (click 3 with slot 2 the newest).
-  c3 = (int(0.45 * hw + hw / 6 - 3), int(0.55 * hw))
-  clicks3 = clicks_lib.from_lists([c1, c2, c3], [classes - 1, 1, 1], clicks_T, shape=(hw, hw),
-                                  num_classes=classes)
+  # Steady state: the next click of each, compiled (a new image's click 1; click 3 of this image).
+  fresh = jax.block_until_ready(tool.init(params))
   t0 = time.perf_counter()
-  jax.block_until_ready(predict_c(state.params, image, clicks3))
+  jax.block_until_ready(start_c(fresh, image, c1, fg))
   predict_again = time.perf_counter() - t0
   t0 = time.perf_counter()
-  state, _, _ = jax.block_until_ready(mi_c(state, image, clicks3, jnp.int32(2)))
+  state, view = jax.block_until_ready(mi_c(state, view, c3, bg))
   mi_again = time.perf_counter() - t0
 
   return {'size': size, 'cache_dir': cache_dir, 'pid': os.getpid(), 'script_time': _T_SCRIPT,
           'imported_time': _T_IMPORTED, 'configured_time': t_config, 'built_time': t_built,
           'pred1_time': t_pred1, 'mi_ready_time': t_mi_ready, 'mi_shown_time': t_mi_shown,
           'click1': click1, 'mi': mi, 'predict_again_s': predict_again, 'mi_again_s': mi_again,
-          'mi_loss': float(loss), 'mi_step_count': int(state.step), 'skipped': int(state.skipped),
+          'mi_step_count': int(state.step), 'skipped': int(state.skipped),
           'pred1_foreground_px': int(jnp.sum(pred1 > 0)),
           'pred2_foreground_px': int(jnp.sum(pred2 > 0)), 'cache_events': counts,
           'durations_s': {k.rsplit('/', 1)[1]: v for k, v in durations.items()

@@ -54,6 +54,7 @@ class Tool(NamedTuple):
     click: Callable
     finish: Callable
     hp: U.HParams
+    jitted: dict  # the unchecked jitted functions {'init', 'start', 'click', 'finish'} (e.g. to .lower() them)
 
 
 def make_tool(model: Any, hp: U.HParams, *, tx=None) -> Tool:
@@ -137,4 +138,5 @@ def make_tool(model: Any, hp: U.HParams, *, tx=None) -> Tool:
             raise ValueError(f"click {int(view.t) + 2}: the view holds at most hp.num_clicks={T} clicks")
         return j_click(state, view, *_point("coord", coord, label, view.image.shape))
 
-    return Tool(init=init, start=start_checked, click=click_checked, finish=j_finish, hp=hp)
+    return Tool(init=init, start=start_checked, click=click_checked, finish=j_finish, hp=hp,
+                jitted={"init": j_init, "start": j_start, "click": j_click, "finish": j_finish})
