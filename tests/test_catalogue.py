@@ -17,7 +17,7 @@ import launch_runs
 from configs import common, interactive_fundus, merge_digits
 from yiplearn import checks, clicks, experiments
 from yiplearn.data import registry, streams
-from yiplearn.experiments import adapt_interactive, merge_online, pretrain
+from yiplearn.experiments import adapt_interactive, merge_online, pretrain, train_experts
 from yiplearn.interactive import session as session_lib
 from yiplearn.interactive import updates
 from yiplearn.io import checkpoints, files
@@ -148,6 +148,10 @@ CASES = [
      "streams entry 'sideways'; expected one of ('iid', 'dirichlet', 'mixed', 'continual')"),
     ("merge_unknown_method", lambda p: merge_online.validate(_merge_config(methods=("mean", "magic"))), ValueError,
      "methods entry 'magic'; expected one of"),
+    ("experts_lr_zero", lambda p: train_experts.validate(_merge_config(**{"train.expert_lr": 0.0})), ValueError,
+     "train.expert_lr=0.0: expected a positive number"),
+    ("experts_batch_zero", lambda p: merge_online.validate(_merge_config(**{"train.batch_size": 0})), ValueError,
+     "train.batch_size=0: expected a positive number"),
     ("merge_tent_lr_zero", lambda p: merge_online.validate(_merge_config(**{"tent.lr": 0.0})), ValueError,
      "tent.lr=0.0: expected a positive number"),
     ("config_unknown_key", lambda p: merge_digits.get_config("quick,nope=1"), ValueError,

@@ -195,18 +195,13 @@ def validate(config: Any) -> None:
   if domains and len(domains) < 3:
     raise ValueError(f'data.domains={domains}: expected at least 3 domains (a held-out target and '
                      'K >= 2 experts to merge)')
-  t = config.train
-  positive = [('stream.batch_size', config.stream.batch_size), ('train.batch_size', t.batch_size),
-              ('train.lr', t.lr), ('train.expert_lr', t.get('expert_lr', t.lr)),
-              ('tent.lr', config.tent.lr), ('ada.lr', config.ada.lr), ('ada.steps', config.ada.steps),
+  train_experts.validate(config)
+  positive = [('stream.batch_size', config.stream.batch_size), ('tent.lr', config.tent.lr),
+              ('ada.lr', config.ada.lr), ('ada.steps', config.ada.steps),
               ('checkpoint_every', config.get('checkpoint_every', 20))]
   for name, value in positive:
     if not value > 0:
       raise ValueError(f'{name}={value!r}: expected a positive number')
-  for name in ('train.base_steps', 'train.expert_steps'):
-    value = t[name.split('.')[1]]
-    if int(value) < 0:
-      raise ValueError(f'{name}={value!r}: expected a number of steps >= 0')
 
 
 def run(config: Any, workdir: str) -> dict:

@@ -231,7 +231,20 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
   return Family(model, list(sources), base, experts, fishers if with_fisher else None, skipped)
 
 
+def validate(config: Any) -> None:
+  """The training fields (`config.train`), checked before any data is built (also by merge_online)."""
+  t = config.train
+  for name, value in (('train.batch_size', t.batch_size), ('train.lr', t.lr),
+                      ('train.expert_lr', t.get('expert_lr', t.lr))):
+    if not value > 0:
+      raise ValueError(f'{name}={value!r}: expected a positive number')
+  for name in ('base_steps', 'expert_steps'):
+    if int(t[name]) < 0:
+      raise ValueError(f'train.{name}={t[name]!r}: expected a number of steps >= 0')
+
+
 def run(config: Any, workdir: str) -> dict:
+  validate(config)
   data, num_classes = merge_data.load_domains(config.data, workdir)
   sources = list(config.get('sources', []) or []) or list(data)
   fam = train_family(config, data, num_classes, sources,
