@@ -183,3 +183,34 @@ def test_max_pool_values_and_float32_exact_gradient():
                 a, b = np.unravel_index(np.argmax(win), (2, 2))
                 expect[0, 2 * i + a, 2 * j + b, c] = up[0, i, j, c]
     np.testing.assert_array_equal(g, expect)
+
+
+def test_conv3x3_value_and_gradients_equal_xla_and_a_numpy_reference():
+    from yiplearn.models.unet import conv3x3
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 5, 6, 4)), jnp.float32)
+    ref = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(conv3x3(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+    dx, dk = jax.vjp(conv3x3, x, k)[1](g)
+    rx, rk = jax.vjp(ref, x, k)[1](g)
+    np.testing.assert_allclose(dx, rx, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dk, rk, rtol=1e-5, atol=1e-4)
+    # numpy: dK[a, b, i, o] = sum_{n,h,w} xpad[n, h + a, w + b, i] g[n, h, w, o]
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expect = np.array([[np.einsum("nhwi,nhwo->io", xp[:, a:a + 5, b:b + 6], np.asarray(g, np.float64))
+                        for b in range(3)] for a in range(3)])
+    np.testing.assert_allclose(dk, expect, rtol=1e-5, atol=1e-4)
+
+
+def test_conv_grads_modes_give_the_same_model_gradients():
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(1, 16, 16, 3)), jnp.float32)
+    models = [UNet(num_classes=2, widths=(4, 8), bottleneck=8, conv_grads=m) for m in ("xla", "matmul")]
+    params = _fast_init(models[0], x)
+    grads = [jax.jit(jax.grad(lambda p, m=m: jnp.mean(m.apply(p, x)[..., 1] ** 2)))(params) for m in models]
+    for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="conv_grads"):
+        UNet(num_classes=2, widths=(4,), bottleneck=4, conv_grads="fast").init(jax.random.PRNGKey(0), x)

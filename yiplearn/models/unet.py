@@ -22,24 +22,80 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["UNet", "NORMS"]
+__all__ = ["UNet", "NORMS", "CONV_GRADS", "conv3x3"]
 
 NORMS = ("instance", "group", "batch", "none")
+CONV_GRADS = ("auto", "xla", "matmul")
 
 
 def _num_groups(channels: int, max_groups: int = 8) -> int:
     return math.gcd(channels, max_groups) if channels % max_groups else max_groups
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_same(x: jax.Array, k: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def conv3x3(x: jax.Array, k: jax.Array) -> jax.Array:
+    """3x3 stride-1 'SAME' convolution (NHWC x HWIO), the same map and gradients as XLA's, with the
+    backward pass written as forward-style ops.
+
+    dX is the forward convolution of the output gradient with the spatially flipped, in/out-transposed kernel;
+    dK[a, b] = sum over pixels of x_pad[h + a, w + b] (x) g[h, w]: nine (C_in, pixels) x (pixels, C_out) matrix
+    products. XLA:CPU runs its native weight-gradient convolution ~40x slower inside a ``lax.scan``/``while``
+    body than outside one (and the input gradient ~7x slower), which made the whole-image session with its
+    click loop as a rolled scan crawl; these formulations run at full speed in both places
+    (benchmarks/NOTES.md). Selected by ``UNet.conv_grads='matmul'`` (the default on CPU).
+    """
+    return _conv_same(x, k)
+
+
+def _conv3x3_fwd(x, k):
+    return _conv_same(x, k), (x, k)
+
+
+def _conv3x3_bwd(res, g):
+    x, k = res
+    dx = _conv_same(g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2).astype(g.dtype))
+    h, w = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    dk = jnp.stack([jnp.stack([jnp.einsum("nhwi,nhwo->io", xp[:, a:a + h, b:b + w], g,
+                                          preferred_element_type=jnp.float32)
+                               for b in range(3)]) for a in range(3)])
+    return dx.astype(x.dtype), dk.astype(k.dtype)
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _flax_conv3x3(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_dilation=None,
+                  dimension_numbers=None, feature_group_count=1, precision=None):
+    """``nn.Conv(conv_general_dilated=...)`` hook: :func:`conv3x3` for the U-Net's 3x3 'SAME' convolutions."""
+    simple = (tuple(window_strides) == (1, 1) and padding == "SAME" and tuple(rhs.shape[:2]) == (3, 3)
+              and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1)
+              and feature_group_count == 1 and precision is None
+              and dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+    if not simple:
+        raise ValueError("conv_grads='matmul' supports only 3x3 stride-1 'SAME' NHWC convolutions")
+    return conv3x3(lhs, rhs)
+
+
 class _Block(nn.Module):
     features: int
     norm: str
     dtype: Any
+    conv_grads: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        hook = _flax_conv3x3 if self.conv_grads == "matmul" else None
         for _ in range(2):
-            x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=self.norm == "none", dtype=self.dtype)(x)
+            x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=self.norm == "none", dtype=self.dtype,
+                        conv_general_dilated=hook)(x)
             if self.norm == "instance":
                 x = nn.InstanceNorm(use_scale=False, use_bias=False, dtype=self.dtype)(x)
             elif self.norm == "group":
@@ -88,6 +144,9 @@ class UNet(nn.Module):
       bottleneck: width of the bottleneck block.
       norm: one of NORMS.
       dtype: computation dtype (params stay float32; logits are returned as float32).
+      conv_grads: how the 3x3 convolutions are differentiated: 'xla' (XLA's own transposed convolutions),
+        'matmul' (:func:`conv3x3`: forward-style ops, fast inside ``lax.scan`` on CPU) or 'auto' [default]:
+        'matmul' on the CPU backend, 'xla' elsewhere. Values and gradients are the same up to float rounding.
 
     Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
     ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
@@ -98,11 +157,17 @@ class UNet(nn.Module):
     bottleneck: int = 576
     norm: str = "instance"
     dtype: Any = jnp.float32
+    conv_grads: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.norm not in NORMS:
             raise ValueError(f"norm: got {self.norm!r}, expected one of {NORMS}")
+        if self.conv_grads not in CONV_GRADS:
+            raise ValueError(f"conv_grads: got {self.conv_grads!r}, expected one of {CONV_GRADS}")
+        grads = self.conv_grads
+        if grads == "auto":
+            grads = "matmul" if jax.default_backend() == "cpu" else "xla"
         if self.num_classes < 1 or not self.widths or min(self.widths) < 1 or self.bottleneck < 1:
             raise ValueError(f"UNet: expected num_classes >= 1 and positive widths/bottleneck, got "
                              f"num_classes={self.num_classes}, widths={tuple(self.widths)}, bottleneck={self.bottleneck}")
@@ -116,13 +181,13 @@ class UNet(nn.Module):
         x = x.astype(self.dtype)
         skips = []
         for width in self.widths:
-            x = _Block(width, self.norm, self.dtype)(x, train)
+            x = _Block(width, self.norm, self.dtype, grads)(x, train)
             skips.append(x)
             x = _max_pool_2x2(x)
-        x = _Block(self.bottleneck, self.norm, self.dtype)(x, train)
+        x = _Block(self.bottleneck, self.norm, self.dtype, grads)(x, train)
         for up_index, (width, skip) in enumerate(zip(reversed(self.widths), reversed(skips))):
             x = _UpConv(width, self.dtype, name=f"ConvTranspose_{up_index}")(x)
             x = jnp.concatenate([x, skip], axis=-1)
-            x = _Block(width, self.norm, self.dtype)(x, train)
+            x = _Block(width, self.norm, self.dtype, grads)(x, train)
         x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
         return x[:, :h, :w, :].astype(jnp.float32)
