@@ -160,9 +160,21 @@ def run_experiments(out: str, pid: int | None, nproc: int, port: int) -> None:
   from yiplearn.experiments import merge_online, pretrain  # pylint: disable=g-import-not-at-top
   workdir = os.path.join(out, "work")
   pre = pretrain.run(pretrain_config(4), os.path.join(workdir, "pretrain"))
+  # Every process restores the best checkpoint into replicated global arrays over all devices.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from yiplearn import parallel  # pylint: disable=g-import-not-at-top
+  from yiplearn.experiments import seg_common  # pylint: disable=g-import-not-at-top
+  from yiplearn.io import checkpoints  # pylint: disable=g-import-not-at-top
+  rep = parallel.replicated(parallel.make_mesh())
+  model = seg_common.make_unet(pretrain_config(4).model, 3)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 6))))
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), shapes)
+  best, _ = checkpoints.Checkpointer(pre["best_dir"], max_to_keep=1).restore(None, target)
+  assert all(a.sharding == rep for a in jax.tree.leaves(best))
+  best_sums = [float(np.abs(np.asarray(a, np.float64)).sum()) for a in jax.tree.leaves(parallel.to_host(best))]
   merged = merge_online.run(merge_config(), os.path.join(workdir, "merge"))
   tag = "single" if pid is None else f"proc{pid}"
-  record = {"devices": len(jax.devices()), "processes": jax.process_count(), "best": pre["best"],
+  record = {"devices": len(jax.devices()), "processes": jax.process_count(), "best": pre["best"], "best_sums": best_sums,
             "merge_rows": merged["rows"], "writes": writes}
   with open(os.path.join(out, f"{tag}.json"), "w", encoding="utf-8") as f:
     json.dump(record, f)

@@ -177,6 +177,9 @@ def test_two_processes_agree_with_one_and_only_process_0_writes(runs):
         np.testing.assert_allclose(b[k], v, rtol=2e-4, atol=1e-6, err_msg=k)
   assert procs[0]["best"] == procs[1]["best"] and procs[0]["best"]["step"] == single["best"]["step"]
   np.testing.assert_allclose(procs[0]["best"]["metric"], single["best"]["metric"], rtol=1e-4)
+  # The best checkpoint, restored by every process into replicated arrays, holds the one-process weights.
+  for p in procs:
+    np.testing.assert_allclose(p["best_sums"], single["best_sums"], rtol=1e-4)
   # Online merging (experts trained data parallel): same accuracies and coefficients per batch.
   key = lambda r: (r["stream"], r["method"], r["accuracy"], r["n"])
   assert [key(r) for r in procs[0]["merge_rows"]] == [key(r) for r in single["merge_rows"]]
