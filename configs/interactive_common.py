@@ -83,7 +83,7 @@ def adapt(targets: dict, *, num_classes: int, report: dict, quick: bool, lr: flo
   c.ia_sa = ml_collections.ConfigDict({"reg_weight": 1.0})
   c.tent = ml_collections.ConfigDict({"lr_scale": 1.0})
   c.checkpoint_every = 10  # images between stream checkpoints (resume)
-  c.session_unroll = 1  # clicks unrolled in the session scan; = max_clicks is much faster on CPU, slower to compile
+  c.session_unroll = 1  # clicks unrolled in the session scan (rolled: fast to compile; see benchmarks/NOTES.md)
   return c
 
 

@@ -14,9 +14,10 @@ Writes
 - `plots/dice_vs_clicks_<target>.png`: mean Dice against clicks per method;
 - `timing.json`: median seconds per image per (target, method), the only output that is not a
   deterministic function of config and seed (everything under `results/` and `per_click.jsonl` is).
-`config.session_unroll` unrolls the click scan (T = all clicks): on XLA:CPU the U-Net's backward
-pass inside a rolled `lax.scan` is ~15x slower, so an unrolled session runs much faster there at
-the price of a longer compile (benchmarks/results/interactive_cpu_unrolled.md).
+`config.session_unroll` unrolls the click scan (T = all clicks). XLA:CPU differentiates convolutions
+~20x slower inside a rolled `lax.scan`; the session then uses the U-Net's forward-style convolution
+gradients, so the default rolled loop runs about as fast as an unrolled one and compiles much faster
+(benchmarks/NOTES.md).
 Progress is checkpointed every `checkpoint_every` images per (target, method) under `streams/`;
 a run started again in the same workdir resumes there and skips finished streams.
 """

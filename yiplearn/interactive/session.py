@@ -74,9 +74,10 @@ def make_session(model: Any, hp: U.HParams, *, tx=None, stream_axes: Optional[Se
       stream_axes: if given, ``vmap`` in_axes for (state, image, gt, key), e.g. ``(0, None, None, 0)`` for
         independent streams (seeds / learning rates) on the same image.
       jit: jit with the state donated (default). With ``jit=False`` the raw function is returned.
-      unroll: ``lax.scan`` unrolling of the click loop. ``True`` (full) trades a much longer compilation for a
-        faster run on CPU, where convolutions inside a while loop are slow (measured: U-Net (8, 16, 32, 64),
-        64 x 64, T = 10, MI: 0.2 s vs 0.8 s per image, compile 140 s vs 26 s on 2 shared cores).
+      unroll: ``lax.scan`` unrolling of the click loop (``True``: full). XLA:CPU differentiates convolutions
+        ~20x slower inside a rolled scan than outside; a U-Net with ``conv_grads='auto'`` is therefore switched to
+        its forward-style gradients ('matmul') on CPU unless the loop is fully unrolled, which makes the rolled
+        loop about as fast as the unrolled one at a fraction of its compile time.
 
     Inputs: image (H, W, C) float32, gt (H, W) int class map, key a PRNG key. The state is donated: keep no
     references to the passed state.
@@ -84,6 +85,12 @@ def make_session(model: Any, hp: U.HParams, *, tx=None, stream_axes: Optional[Se
     hp = hp.validate()
     rule = hp.rule
     tx = tx or U.make_optimizer(hp)
+    fully_unrolled = unroll is True or int(unroll) >= int(hp.num_clicks) - 1
+    if (getattr(model, "conv_grads", None) == "auto" and not fully_unrolled and hasattr(model, "clone")
+            and jax.default_backend() == "cpu"):
+        # XLA:CPU differentiates convolutions ~20x slower inside a rolled scan; the U-Net's forward-style
+        # gradients avoid that (same values; models.unet.conv3x3).
+        model = model.clone(conv_grads="matmul")
     apply_fn = _apply_fn(model)
     if getattr(model, "num_classes", hp.num_classes) != hp.num_classes:
         raise ValueError(f"hp.num_classes: got {hp.num_classes}, expected the model's {model.num_classes}")

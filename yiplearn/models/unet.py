@@ -49,7 +49,7 @@ def conv3x3(x: jax.Array, k: jax.Array) -> jax.Array:
     products. XLA:CPU runs its native weight-gradient convolution ~40x slower inside a ``lax.scan``/``while``
     body than outside one (and the input gradient ~7x slower), which made the whole-image session with its
     click loop as a rolled scan crawl; these formulations run at full speed in both places
-    (benchmarks/NOTES.md). Selected by ``UNet.conv_grads='matmul'`` (the default on CPU).
+    (benchmarks/NOTES.md). Selected by ``UNet.conv_grads='matmul'``.
     """
     return _conv_same(x, k)
 
@@ -144,9 +144,11 @@ class UNet(nn.Module):
       bottleneck: width of the bottleneck block.
       norm: one of NORMS.
       dtype: computation dtype (params stay float32; logits are returned as float32).
-      conv_grads: how the 3x3 convolutions are differentiated: 'xla' (XLA's own transposed convolutions),
-        'matmul' (:func:`conv3x3`: forward-style ops, fast inside ``lax.scan`` on CPU) or 'auto' [default]:
-        'matmul' on the CPU backend, 'xla' elsewhere. Values and gradients are the same up to float rounding.
+      conv_grads: how the 3x3 convolutions are differentiated: 'xla' (XLA's own transposed convolutions: the
+        fastest outside loops), 'matmul' (:func:`conv3x3`: forward-style ops, ~20x faster than 'xla' inside a
+        ``lax.scan`` on CPU, ~1.3x slower outside one) or 'auto' [default]: 'xla', except that
+        ``session.make_session`` switches an 'auto' U-Net to 'matmul' on CPU when its click loop is a rolled scan.
+        Values and gradients are the same up to float rounding.
 
     Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
     ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
@@ -167,7 +169,7 @@ class UNet(nn.Module):
             raise ValueError(f"conv_grads: got {self.conv_grads!r}, expected one of {CONV_GRADS}")
         grads = self.conv_grads
         if grads == "auto":
-            grads = "matmul" if jax.default_backend() == "cpu" else "xla"
+            grads = "xla"
         if self.num_classes < 1 or not self.widths or min(self.widths) < 1 or self.bottleneck < 1:
             raise ValueError(f"UNet: expected num_classes >= 1 and positive widths/bottleneck, got "
                              f"num_classes={self.num_classes}, widths={tuple(self.widths)}, bottleneck={self.bottleneck}")
