@@ -21,6 +21,7 @@ from yiplearn.experiments import adapt_interactive, merge_online, pretrain, trai
 from yiplearn.interactive import session as session_lib
 from yiplearn.interactive import updates
 from yiplearn.io import checkpoints, files
+from yiplearn.merging import online
 from yiplearn.merging import tree as tr
 
 K, H, W = 3, 8, 8
@@ -142,6 +143,8 @@ CASES = [
      "optim.lr=0.0: expected a positive learning rate"),
     ("merge_k1", lambda p: merge_online.validate(_merge_config(**{"data.domains": ("rot0", "rot30")})), ValueError,
      "data.domains=('rot0', 'rot30'): expected at least 3 domains (a held-out target and K >= 2 experts"),
+    ("entropy_adaptive_k1", lambda p: online.entropy_adaptive(None, 1), ValueError,
+     "num_experts=1; expected >= 2 (one expert leaves nothing to merge)"),
     ("merge_stream_batch_zero", lambda p: merge_online.validate(_merge_config(**{"stream.batch_size": 0})),
      ValueError, "stream.batch_size=0: expected a positive number"),
     ("merge_unknown_stream", lambda p: merge_online.validate(_merge_config(streams=("sideways",))), ValueError,

@@ -127,9 +127,10 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
       ckpt.save(i + 1, {"state": state, "union": union, "counts": counts}, extra={"images_done": i + 1})
   log.close()
   result = {"union": union, "counts": counts, "names": np.asarray(names)}
-  buf = io.BytesIO()
-  np.savez(buf, **result)
-  files.atomic_write_bytes(done_path, buf.getvalue())
+  if jax.process_index() == 0:  # every process holds the same result; one writes it
+    buf = io.BytesIO()
+    np.savez(buf, **result)
+    files.atomic_write_bytes(done_path, buf.getvalue())
   return result
 
 
@@ -195,7 +196,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         per_click.append(f.read())
     files.atomic_write_text(os.path.join(workdir, "per_click.jsonl"), "".join(per_click))
   tables.write_table(os.path.join(workdir, "results", "interactive_all"), all_rows, title="Interactive segmentation")
-  files.atomic_write_json(os.path.join(workdir, "results", "interactive_summary.json"), summary)
+  if jax.process_index() == 0:
+    files.atomic_write_json(os.path.join(workdir, "results", "interactive_summary.json"), summary)
   if jax.process_index() == 0:  # wall-clock seconds: not deterministic, so kept out of results/
     files.atomic_write_json(os.path.join(workdir, "timing.json"), timing)
   return summary

@@ -150,7 +150,7 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
     decouple_head: False uses lambda_head = lambda_enc (no separate head search).
     mesh: split the encoder candidates over this mesh's first axis (None or one device: not split).
   """
-  _check('num_experts', num_experts, num_experts >= 1, '>= 1')
+  _check('num_experts', num_experts, num_experts >= 2, '>= 2 (one expert leaves nothing to merge)')
   _check('temperature', temperature, temperature >= 0, '>= 0')
   _check('ema', ema, 0 <= ema < 1, 'a value in [0, 1)')
   _check('refine_radius', refine_radius, 0 <= refine_radius <= 1, 'a value in [0, 1]')
