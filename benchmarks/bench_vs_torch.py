@@ -146,6 +146,45 @@ def bench_size(name: str, repeats: int, warmup: int) -> dict:
   return row
 
 
+def grad_check(name: str = "small") -> list[dict]:
+  """Per-parameter gradients of the MI loss: yiplearn float32 and torch float32 against torch float64, the
+  maximum absolute difference relative to the largest float64 gradient of that parameter."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import torch_reference as tr  # pylint: disable=g-import-not-at-top
+  size, channels, classes, widths, bottleneck, lr = SIZES[name]
+  model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck)
+  hp = U.HParams(num_classes=classes, method="pi_mi", num_clicks=4, lr=lr).validate()
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
+  image = jnp.asarray(np.random.default_rng(1).normal(size=(size, size, channels)), jnp.float32)  # pure noise
+  cl = clicks_lib.from_lists([(size // 2 - 2, size // 2 - 2), (5, 5)], [classes - 1, 0], 4, shape=(size, size),
+                             num_classes=classes)
+  cur = clicks_lib.select(cl, jnp.arange(4) <= 1)
+  x_prev, x_cur = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(4) < 1)), U.make_input(hp, image, cur)
+  pseudo = jnp.argmax(U.predict(model.apply, params, x_cur), -1)
+  newest = clicks_lib.select(cl, jnp.arange(4) == 1)
+  g_jax = jax.grad(lambda p: U.mi_loss_from_logits(hp, U.predict(model.apply, p, x_prev), pseudo, newest))(params)
+  as_torch = tr.UNet(channels + classes, classes, widths, bottleneck)
+  tr.load_flax_params(as_torch, g_jax)  # the flax gradient tree in torch's layout
+  xt = torch.from_numpy(np.ascontiguousarray(np.asarray(x_prev).transpose(2, 0, 1)[None]))
+  target = torch.from_numpy(np.asarray(pseudo, np.int64)[None])
+  grads = {}
+  for dtype in (torch.float32, torch.float64):
+    tm = tr.UNet(channels + classes, classes, widths, bottleneck)
+    tr.load_flax_params(tm, params)
+    tm = tm.to(dtype)
+    logits = tm(xt.to(dtype))
+    loss = tr.dice_focal(logits, target, classes) + hp.beta * tr.ccg_loss(
+        logits, target, np.asarray([(5, 5)]), np.asarray([0]), hp.ccg_sigma)
+    loss.backward()
+    grads[dtype] = {n: p.grad.double() for n, p in tm.named_parameters()}
+  rows = []
+  for (n, g64), gj in zip(grads[torch.float64].items(), as_torch.parameters()):
+    scale = float(g64.abs().max()) or 1.0
+    rows.append({"param": n, "yiplearn_f32": float((gj.detach().double() - g64).abs().max()) / scale,
+                 "torch_f32": float((grads[torch.float32][n] - g64).abs().max()) / scale})
+  return rows
+
+
 def markdown(rows: list[dict], mach: dict, peaks: dict) -> str:
   lines = ["| size | phase | yiplearn median s | torch median s | ratio (yiplearn / torch) | yiplearn GFLOP/s "
            "(% of jnp.dot peak) | torch GFLOP/s (% of torch.mm peak) | paper A5000 s |",
@@ -171,7 +210,14 @@ def main() -> None:
   p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: the usable CPUs)")
   p.add_argument("--out", default="bench_vs_torch.json")
   p.add_argument("--md", default=None)
+  p.add_argument("--check_grads", action="store_true",
+                 help="only compare float32 gradients of both against float64 torch at the small size")
   args = p.parse_args()
+  if args.check_grads:
+    print("| parameter | yiplearn f32 vs f64 | torch f32 vs f64 |\n|---|---|---|")
+    for r in grad_check():
+      print(f"| {r['param']} | {r['yiplearn_f32']:.1e} | {r['torch_f32']:.1e} |")
+    return
   sizes = common.parse_sizes(args.sizes)
   if args.repeats < 1 or args.warmup < 0:
     raise ValueError(f"--repeats/--warmup: got {args.repeats}/{args.warmup}, expected >= 1 / >= 0")
