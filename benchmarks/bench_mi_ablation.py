@@ -11,7 +11,8 @@ widths) for U-Net variants that compute the same function, alternating with the 
   lib-matmul      `UNet(conv_grads='matmul')`: 3x3 convolutions with forward-style gradients (custom VJP)
 
 With `--parts`, instead: the forward pass alone and forward + backward (gradient of a mean-squared output) of
-the library U-Net against the torch reference, to see which half of the step holds the time.
+the library U-Net against the torch reference, to see which half of the step holds the time, and the U-Net
+without its instance norms (norm='none') for the norms' share.
 
 Run:  python benchmarks/bench_mi_ablation.py --repeats 7 [--size brain] [--variants a,b] [--parts]
 Prints median and min seconds per MI step and the ratio of the minima to torch's; results in benchmarks/NOTES.md.
@@ -91,9 +92,13 @@ def parts(size: str, repeats: int, torch, tr) -> None:
     tm.zero_grad()
     (tm(xt)[:, 1] ** 2).mean().backward()
 
+  plain = unet_mod.UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm="none")
+  p_plain = jax.jit(plain.init)(jax.random.key(0), x[:, :32, :32])
+  plain_fwd_bwd = jax.jit(jax.grad(lambda p, x: jnp.mean(plain.apply(p, x)[..., 1] ** 2)))
   calls = {"yiplearn forward": lambda: jax.block_until_ready(fwd(params, x)), "torch forward": t_fwd,
            "yiplearn forward + backward": lambda: jax.block_until_ready(fwd_bwd(params, x)),
-           "torch forward + backward": t_fwd_bwd}
+           "torch forward + backward": t_fwd_bwd,
+           "yiplearn forward + backward, no instance norm": lambda: jax.block_until_ready(plain_fwd_bwd(p_plain, x))}
   for f in calls.values():
     f()
   times = {k: [] for k in calls}
