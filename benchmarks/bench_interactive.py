@@ -44,12 +44,7 @@ from yiplearn.interactive import session as session_lib  # noqa: E402
 from yiplearn.interactive import updates as U  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
-PAPER_WIDTHS, PAPER_BOTTLENECK = (12, 72, 144, 288), 576
-SIZES = {  # name: (H = W, image channels, classes, widths, bottleneck, Adam lr)
-    "brain": (256, 1, 2, PAPER_WIDTHS, PAPER_BOTTLENECK, 5e-5),
-    "fundus": (512, 3, 3, PAPER_WIDTHS, PAPER_BOTTLENECK, 1e-4),
-    "small": (64, 1, 2, (8, 16, 32, 64), 128, 5e-5),
-}
+SIZES = bc.SIZES  # name: (H = W, image channels, classes, widths, bottleneck, Adam lr)
 PHASES = ("mi_step", "pi_update", "session")
 PAPER = {"A5000 GPU": {"mi": 0.05, "pi": 0.09}, "CPU": {"mi": 0.25, "pi": 0.41}}
 

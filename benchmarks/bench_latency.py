@@ -284,12 +284,10 @@ def main() -> None:
   peak = None if args.no_peak else bc.measure_matmul_peak(2048, repeats=5)
   mach['load_end'] = bc.load_avg()
   argv = [os.path.relpath(script, bc.REPO)] + sys.argv[1:]
-  bc.write_json(args.out, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows, 'raw': raw})
   table = markdown(rows, mach, peak, argv)
-  if args.md:
-    bc.write_text(args.md, table)
-  print(table)
-  print(f'wrote {args.out}' + (f' and {args.md}' if args.md else ''))
+  bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows, 'raw': raw},
+                  table)
+  bc.print_results(table, args.out, args.md)
 
 
 if __name__ == '__main__':

@@ -221,12 +221,9 @@ def main() -> None:
             f"{r['loop_cands_per_s']:.1f}/s, run peak RSS +{r['run_rss_mb']:.0f} MiB (loop "
             f"+{r['loop_run_rss_mb']:.0f}), load {r['load_avg'][0]:.2f}", flush=True)
     mach['load_end'] = bc.load_avg()
-    bc.write_json(args.out, {'machine': mach, 'argv': argv, 'rows': rows})
     table = markdown(rows, mach, argv)
-    if args.md:
-      bc.write_text(args.md, table)
-  print(table)
-  print(f'wrote {args.out}' + (f' and {args.md}' if args.md else ''))
+    bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'rows': rows}, table)
+  bc.print_results(table, args.out, args.md)
 
 
 if __name__ == '__main__':

@@ -194,12 +194,9 @@ def main() -> None:
     rows.append(bench_size(size, batch=args.batch, steps=args.steps, warmup=args.warmup, devices=args.devices,
                            peak=peak))
     mach['load_end'] = bc.load_avg()
-    bc.write_json(args.out, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows})
     table = markdown(rows, mach, peak, argv)
-    if args.md:
-      bc.write_text(args.md, table)
-  print(table)
-  print(f'wrote {args.out}' + (f' and {args.md}' if args.md else ''))
+    bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows}, table)
+  bc.print_results(table, args.out, args.md)
 
 
 if __name__ == '__main__':

@@ -35,7 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
-from bench_interactive import SIZES, synthetic_case  # noqa: E402
+from common import SIZES  # noqa: E402
+from bench_interactive import synthetic_case  # noqa: E402
 from yiplearn import clicks as clicks_lib  # noqa: E402
 from yiplearn.interactive import updates as U  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
@@ -234,11 +235,9 @@ def main() -> None:
     peaks["torch_end"], peaks["jax_end"] = torch_matmul_peak(), common.measure_matmul_peak()
     mach["load_end"] = common.load_avg()
     table = markdown(rows, mach, peaks)
-    common.write_json(args.out, {"machine": mach, "argv": sys.argv, "matmul_peaks": peaks, "rows": rows,
-                                 "paper_gpu_s": PAPER_GPU})
-    if args.md:
-      common.write_text(args.md, table)
-  print(table)
+    common.save_results(args.out, args.md, {"machine": mach, "argv": sys.argv, "matmul_peaks": peaks, "rows": rows,
+                                            "paper_gpu_s": PAPER_GPU}, table)
+  common.print_results(table, args.out, args.md)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,18 @@ def write_text(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def save_results(out: str, md: str | None, payload: Any, table: str) -> None:
+  """The run's JSON at ``out`` and, when ``md`` is given, its Markdown table there (both atomic)."""
+  write_json(out, payload)
+  if md:
+    write_text(md, table)
+
+
+def print_results(table: str, out: str, md: str | None) -> None:
+  print(table)
+  print(f'wrote {out}' + (f' and {md}' if md else ''))
+
+
 def _jsonable(x: Any) -> Any:
   if isinstance(x, (np.generic,)):
     return x.item()

@@ -53,23 +53,13 @@ def _nan(shape, index, value=np.nan):
 
 def _adapt_config(**fields):
   c = interactive_fundus.get_config("quick,stage=adapt")
-  for k, v in fields.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(fields)  # "a.b" keys
   return c
 
 
 def _merge_config(**fields):
   c = merge_digits.get_config("quick")
-  for k, v in fields.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(fields)
   return c
 
 
@@ -202,9 +192,7 @@ CASES = [
 
 def _pre(**fields):
   c = interactive_fundus.get_config("quick,stage=pretrain")
-  for k, v in fields.items():
-    section, name = k.split(".")
-    c[section][name] = v
+  c.update_from_flattened_dict(fields)
   return c
 
 

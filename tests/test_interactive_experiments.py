@@ -7,6 +7,7 @@ import pytest
 
 from configs import interactive_fundus, interactive_lgg
 from yiplearn.experiments import adapt_interactive, interactive, pretrain
+from yiplearn.io import writers
 
 
 def _tiny(config):
@@ -54,7 +55,7 @@ def test_pretrain_then_adapt_every_method(tmp_path):
 def test_resumed_stream_log_drops_records_after_the_checkpoint(tmp_path):
   path = tmp_path / "s.jsonl"
   path.write_text("".join(json.dumps({"index": i, "dice": [0.5]}) + "\n" for i in range(3)))
-  log = adapt_interactive._stream_log(str(path), 2)  # checkpoint after 2 images; image 2 is redone
+  log = writers.resume_jsonl(str(path), "index", 2)  # checkpoint after 2 images; image 2 is redone
   log.write({"index": 2, "dice": [0.7]})
   log.close()
   records = [json.loads(l) for l in path.read_text().splitlines()]

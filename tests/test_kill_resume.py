@@ -41,9 +41,9 @@ def test_temp_file_of_a_writer_killed_mid_write_is_removed_by_the_next_write(tmp
 
 
 def test_stream_logs_drop_a_line_cut_by_the_kill(tmp_path):
-  from yiplearn.experiments import adapt_interactive, merge_online
-  for trim, key in ((adapt_interactive._stream_log, "index"), (merge_online._trimmed_log, "batch")):
+  from yiplearn.io import writers
+  for key in ("index", "batch"):  # adapt_interactive's per-image logs, merge_online's per-batch traces
     path = tmp_path / f"{key}.jsonl"
     path.write_text(json.dumps({key: 0}) + "\n" + json.dumps({key: 1}) + "\n" + '{"' + key + '": 2, "dic')
-    trim(str(path), 5).close()  # checkpoint after 5: complete lines kept, the cut one dropped
+    writers.resume_jsonl(str(path), key, 5).close()  # checkpoint after 5: complete lines kept, the cut one dropped
     assert [json.loads(l)[key] for l in path.read_text().splitlines()] == [0, 1]

@@ -83,3 +83,13 @@ def test_validation():
     streams.make_stream('iid', images, labels[:3], batch_size=2)
   with pytest.raises(ValueError, match='mixed'):
     streams.make_stream('mixed', images, labels, np.full(200, 'a'), batch_size=2)
+
+
+def test_batches_from_an_index_equal_the_tail_of_the_iteration():
+  s = streams.make_stream('iid', np.zeros((23, 2, 2, 1), np.float32), np.arange(23) % 3, np.full(23, 'a'),
+                         batch_size=5, seed=0)
+  full = list(s)
+  tail = list(s.batches(3))
+  assert len(full) == 5 and len(tail) == 2
+  for a, b in zip(full[3:], tail):
+    np.testing.assert_array_equal(a['index'], b['index'])

@@ -8,21 +8,11 @@ import pytest
 from yiplearn.interactive import session as S
 from yiplearn.interactive import tool as tool_lib
 from yiplearn.interactive import updates as U
+from toys import toy_apply, toy_params
 
 H = W = 16
 K = 2
 T = 4
-
-
-def toy_apply(params, x):
-    h = jax.lax.conv_general_dilated(x, params["w1"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jnp.tanh(h + params["b1"]) @ params["w2"] + x @ params["w0"] + params["b2"]
-
-
-def toy_params(cin, seed=0):
-    rng = np.random.default_rng(seed)
-    f = lambda *s: jnp.asarray(rng.normal(size=s) * 0.3, jnp.float32)
-    return {"w1": f(3, 3, cin, 6), "b1": f(6), "w2": f(6, K), "w0": f(cin, K), "b2": f(K)}
 
 
 def _data(seed):

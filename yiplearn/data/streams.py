@@ -91,7 +91,11 @@ class Stream:
     return -(-len(self.order) // self.batch_size)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, len(self.order), self.batch_size):
+    return self.batches()
+
+  def batches(self, first: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """The batches from batch index `first` on (a resumed run skips the ones it has done)."""
+    for start in range(first * self.batch_size, len(self.order), self.batch_size):
       idx = self.order[start:start + self.batch_size]
       batch = {k: v[idx] for k, v in self.arrays.items()}
       batch['index'] = idx

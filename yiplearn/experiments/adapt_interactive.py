@@ -24,7 +24,6 @@ a run started again in the same workdir resumes there and skips finished streams
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from typing import Any
@@ -73,22 +72,6 @@ def summarize(curves: dict[str, np.ndarray], num_clicks: int) -> dict[str, float
   return row
 
 
-def _stream_log(path: str, images_done: int) -> writers.JsonlWriter:
-  """The stream's per-image JSONL, keeping only the records of images already checkpointed.
-
-  A run killed between two checkpoints wrote records for images it will score again; they are
-  dropped (atomically) so that the resumed stream's log has each image exactly once.
-  """
-  if jax.process_index() == 0:
-    kept = []
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        kept = [line for line in f  # a line cut short by a kill has no newline: dropped
-                if line.endswith("\n") and line.strip() and json.loads(line)["index"] < images_done]
-    files.atomic_write_text(path, "".join(kept))
-  return writers.JsonlWriter(path)
-
-
 def _stream(config, model, params, target: str, method: str, images, masks, ids, key, workdir, sessions):
   """Runs (or resumes) one method over one target stream; returns the per-image union-Dice curves (N, T, R)."""
   hp = updates.hparams_from_config(config, method)
@@ -111,7 +94,7 @@ def _stream(config, model, params, target: str, method: str, images, masks, ids,
   if method not in sessions:  # one compiled session per method, reused by every target of the same shape
     sessions[method] = session_lib.make_session(model, hp, unroll=int(config.get("session_unroll", 1)))
   session = sessions[method]
-  log = _stream_log(os.path.join(workdir, "streams", f"{target}__{method}.jsonl"), start)
+  log = writers.resume_jsonl(os.path.join(workdir, "streams", f"{target}__{method}.jsonl"), "index", start)
   prog = progress.Progress(n, f"{target}/{method} images", start=start)
   for i in range(start, n):
     t0 = time.perf_counter()

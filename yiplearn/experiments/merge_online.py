@@ -30,7 +30,7 @@ Writes to the workdir:
 from __future__ import annotations
 
 import collections
-import json
+import itertools
 import os
 from typing import Any
 
@@ -82,9 +82,9 @@ def run_stream(update, state, stream, *, trace=None, meta=None, start: int = 0, 
 
   `on_batch(i, state, correct, n)` is called after batch i (the checkpoint hook); returns (accuracy, n).
   """
-  for i, batch in enumerate(stream):
-    if i < start:
-      continue
+  batches = (stream.batches(start) if isinstance(stream, stream_lib.Stream)  # skipped batches not gathered
+             else itertools.islice(stream, start, None))
+  for i, batch in enumerate(batches, start):
     state, logits, info = update(state, jnp.asarray(batch['image']))
     hit = np.asarray(jnp.argmax(logits, -1)) == batch['label']
     correct += int(hit.sum())
@@ -97,19 +97,6 @@ def run_stream(update, state, stream, *, trace=None, meta=None, start: int = 0, 
     if on_batch is not None:
       state = on_batch(i, state, correct, n)
   return correct / max(n, 1), n
-
-
-def _trimmed_log(path: str, batches_done: int) -> writers.JsonlWriter:
-  """The stream's trace JSONL keeping only the records of batches already checkpointed (a run killed
-  between two checkpoints wrote records for batches it will run again)."""
-  if jax.process_index() == 0:
-    kept = []
-    if os.path.exists(path):
-      with open(path, encoding='utf-8') as f:
-        kept = [line for line in f  # a line cut short by a kill has no newline: dropped
-                if line.endswith('\n') and line.strip() and json.loads(line)['batch'] < batches_done]
-    files.atomic_write_text(path, ''.join(kept))
-  return writers.JsonlWriter(path)
 
 
 def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: str, meta: dict,
@@ -131,7 +118,7 @@ def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: s
     state, extra = ckpt.restore(None, state)
     start, correct, n = int(extra['batches_done']), int(extra['correct']), int(extra['n'])
     logging.info('%s: resumed after %d of %d batches', name, start, len(stream))
-  trace = _trimmed_log(log_path, start)
+  trace = writers.resume_jsonl(log_path, 'batch', start)
   # Updates skipped for a non-finite loss or gradient (Tent, AdaMerging; 0 for forward-only methods).
   skipped = [int(np.asarray(getattr(state, 'skipped', 0)))]
 

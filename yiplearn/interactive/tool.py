@@ -21,7 +21,7 @@ A click beyond the capacity raises; coordinates outside the image or labels out 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,15 +122,10 @@ def make_tool(model: Any, hp: U.HParams, *, tx=None) -> Tool:
             raise ValueError(f"label={label!r}: expected a class index in [0, {K})")
         return jnp.asarray(coord, jnp.int32), jnp.int32(label)
 
-    def init(params):
-        return j_init(params)
-
     def start_checked(state, image, coord, label):
-        checks.pixel_dtype("image", image)
         if np.ndim(image) != 3:
             raise ValueError(f"image: got shape {np.shape(image)}, expected (H, W, C)")
-        if isinstance(image, np.ndarray) and not np.all(np.isfinite(image)):
-            raise ValueError("image: contains NaN or Inf pixels; expected finite values")
+        checks.image_batch("image", image, rank=3)  # dtype, NaN / Inf pixels
         return j_start(state, image, *_point("coord", coord, label, np.shape(image)))
 
     def click_checked(state, view, coord, label):
@@ -138,5 +133,5 @@ def make_tool(model: Any, hp: U.HParams, *, tx=None) -> Tool:
             raise ValueError(f"click {int(view.t) + 2}: the view holds at most hp.num_clicks={T} clicks")
         return j_click(state, view, *_point("coord", coord, label, view.image.shape))
 
-    return Tool(init=init, start=start_checked, click=click_checked, finish=j_finish, hp=hp,
+    return Tool(init=j_init, start=start_checked, click=click_checked, finish=j_finish, hp=hp,
                 jitted={"init": j_init, "start": j_start, "click": j_click, "finish": j_finish})

@@ -9,11 +9,27 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from yiplearn.io.files import _json_default
+from yiplearn.io.files import _json_default, atomic_write_text
 
 
 def _is_writer_process() -> bool:
   return jax.process_index() == 0
+
+
+def resume_jsonl(path: str | os.PathLike, key: str, done: int) -> "JsonlWriter":
+  """A JsonlWriter appending to `path` after keeping only the complete records with `record[key] < done`.
+
+  A run killed between two checkpoints wrote records for items (images, batches) it will process again,
+  and possibly a last line cut short (no newline); both are dropped atomically, so the resumed log holds
+  each item exactly once.
+  """
+  if _is_writer_process():
+    kept = []
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        kept = [line for line in f if line.endswith("\n") and line.strip() and json.loads(line)[key] < done]
+    atomic_write_text(path, "".join(kept))
+  return JsonlWriter(path)
 
 
 class JsonlWriter:
