@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/quickstart
 
-.PHONY: install run test bench clean
+.PHONY: install run lint format test bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m launch.run --config configs/quickstart.py --workdir $(WORKDIR)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
 	$(PY) -m pytest -q tests
 
 clean:

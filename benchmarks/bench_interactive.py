@@ -23,6 +23,7 @@ Run:
   python benchmarks/bench_interactive.py --sizes brain,fundus --repeats 3 --session_repeats 2 --session_warmup 0 \
       --out results.json --md results.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,177 +46,268 @@ from yiplearn.interactive import updates as U  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
 SIZES = bc.SIZES  # name: (H = W, image channels, classes, widths, bottleneck, Adam lr)
-PHASES = ("mi_step", "pi_update", "session")
-PAPER = {"A5000 GPU": {"mi": 0.05, "pi": 0.09}, "CPU": {"mi": 0.25, "pi": 0.41}}
+PHASES = ('mi_step', 'pi_update', 'session')
+PAPER = {'A5000 GPU': {'mi': 0.05, 'pi': 0.09}, 'CPU': {'mi': 0.25, 'pi': 0.41}}
 
 
 def machine() -> dict:
-    """Platform, CPU model, cores, load, jax version, devices, XLA_FLAGS (``benchmarks/common.py``); the load
-    averages at the start and end are added by the caller."""
-    return bc.machine()
+  """Platform, CPU model, cores, load, jax version, devices, XLA_FLAGS (``benchmarks/common.py``); the load
+  averages at the start and end are added by the caller."""
+  return bc.machine()
 
 
 def synthetic_case(size: int, channels: int, classes: int, seed: int = 0):
-    """A deterministic image (H, W, C) float32 and class map (H, W) int32: a lesion disk (2 classes) or an optic
-    disc with a cup (3 classes: 1 rim, 2 cup), plus noise."""
-    rr, cc = np.mgrid[:size, :size]
-    r = np.hypot(rr - 0.45 * size, cc - 0.55 * size)
-    gt = (r < size / 6).astype(np.int32) if classes == 2 else np.where(r < size / 12, 2, (r < size / 6) * 1)
-    rng = np.random.default_rng(seed)
-    image = 0.3 * gt[..., None] + rng.normal(0.0, 0.2, (size, size, channels))
-    return jnp.asarray(image, jnp.float32), jnp.asarray(gt, jnp.int32)
+  """A deterministic image (H, W, C) float32 and class map (H, W) int32: a lesion disk (2 classes) or an optic
+  disc with a cup (3 classes: 1 rim, 2 cup), plus noise."""
+  rr, cc = np.mgrid[:size, :size]
+  r = np.hypot(rr - 0.45 * size, cc - 0.55 * size)
+  gt = (
+    (r < size / 6).astype(np.int32)
+    if classes == 2
+    else np.where(r < size / 12, 2, (r < size / 6) * 1)
+  )
+  rng = np.random.default_rng(seed)
+  image = 0.3 * gt[..., None] + rng.normal(0.0, 0.2, (size, size, channels))
+  return jnp.asarray(image, jnp.float32), jnp.asarray(gt, jnp.int32)
 
 
 def time_calls(call, state, warmup: int, repeats: int) -> tuple[dict, object]:
-    """call(state, i) -> (state, ...). First call = compile + run; then warmup, then `repeats` timed calls."""
+  """call(state, i) -> (state, ...). First call = compile + run; then warmup, then `repeats` timed calls."""
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(call(state, 0))
+  compile_s = time.perf_counter() - t0
+  state = out[0]
+  for i in range(warmup):
+    state = jax.block_until_ready(call(state, 1 + i))[0]
+  times = []
+  for i in range(repeats):
     t0 = time.perf_counter()
-    out = jax.block_until_ready(call(state, 0))
-    compile_s = time.perf_counter() - t0
+    out = jax.block_until_ready(call(state, 1 + warmup + i))
+    times.append(time.perf_counter() - t0)
     state = out[0]
-    for i in range(warmup):
-        state = jax.block_until_ready(call(state, 1 + i))[0]
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(call(state, 1 + warmup + i))
-        times.append(time.perf_counter() - t0)
-        state = out[0]
-    return {"compile_s": compile_s, "warmup": warmup, "times_s": times, "median_s": float(np.median(times)),
-            "p90_s": float(np.percentile(times, 90)), "n": repeats}, state
+  return {
+    'compile_s': compile_s,
+    'warmup': warmup,
+    'times_s': times,
+    'median_s': float(np.median(times)),
+    'p90_s': float(np.percentile(times, 90)),
+    'n': repeats,
+  }, state
 
 
-def bench_size(name: str, *, repeats: int, session_repeats: int, warmup: int, session_warmup: int, clicks: int,
-               unroll, phases: tuple[str, ...] = PHASES) -> dict:
-    size, channels, classes, widths, bottleneck, lr = SIZES[name]
-    model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm="instance")
-    hp = U.HParams(num_classes=classes, method="pi_mi", num_clicks=clicks, lr=lr).validate()
-    tx = U.make_optimizer(hp)
-    # Parameters do not depend on the spatial size: initialise on a small input.
-    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
-    n_params = int(sum(a.size for a in jax.tree_util.tree_leaves(params)))
-    image, gt = synthetic_case(size, channels, classes)
-    # Clicks of a finished image: one per class (foreground first), then corrections on the disc rim.
-    pts = [(int(0.45 * size), int(0.55 * size), classes - 1), (size // 10, size // 10, 0)]
-    pts += [(int(0.45 * size), int(0.55 * size + size / 6 - 3), 1)]
-    pts = (pts * clicks)[:clicks]
-    cl = clicks_lib.from_lists([p[:2] for p in pts], [p[2] for p in pts], clicks, shape=(size, size),
-                               num_classes=classes)
-    t = 1  # MI after click 2: C_{t-1} = the first click, C_t = the first two.
-    x_prev = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(clicks) < t))
-    x_cur = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(clicks) <= t))
-    ckeys = clicks_lib.select(cl, jnp.arange(clicks) <= t)
-    key = jax.random.key(1)
+def bench_size(
+  name: str,
+  *,
+  repeats: int,
+  session_repeats: int,
+  warmup: int,
+  session_warmup: int,
+  clicks: int,
+  unroll,
+  phases: tuple[str, ...] = PHASES,
+) -> dict:
+  size, channels, classes, widths, bottleneck, lr = SIZES[name]
+  model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
+  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=clicks, lr=lr).validate()
+  tx = U.make_optimizer(hp)
+  # Parameters do not depend on the spatial size: initialise on a small input.
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
+  n_params = int(sum(a.size for a in jax.tree_util.tree_leaves(params)))
+  image, gt = synthetic_case(size, channels, classes)
+  # Clicks of a finished image: one per class (foreground first), then corrections on the disc rim.
+  pts = [(int(0.45 * size), int(0.55 * size), classes - 1), (size // 10, size // 10, 0)]
+  pts += [(int(0.45 * size), int(0.55 * size + size / 6 - 3), 1)]
+  pts = (pts * clicks)[:clicks]
+  cl = clicks_lib.from_lists(
+    [p[:2] for p in pts], [p[2] for p in pts], clicks, shape=(size, size), num_classes=classes
+  )
+  t = 1  # MI after click 2: C_{t-1} = the first click, C_t = the first two.
+  x_prev = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(clicks) < t))
+  x_cur = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(clicks) <= t))
+  ckeys = clicks_lib.select(cl, jnp.arange(clicks) <= t)
+  key = jax.random.key(1)
 
-    mi = jax.jit(lambda s, xp, xc, c, tt: U.mi_step(model.apply, tx, hp, s, xp, xc, c, tt), donate_argnums=(0,))
-    pi = jax.jit(lambda s, im, c, fp, k: U.pi_step(model.apply, tx, hp, s, im, c, fp, k), donate_argnums=(0,))
-    sess = session_lib.make_session(model, hp, tx=tx, unroll=unroll)
+  mi = jax.jit(
+    lambda s, xp, xc, c, tt: U.mi_step(model.apply, tx, hp, s, xp, xc, c, tt), donate_argnums=(0,)
+  )
+  pi = jax.jit(
+    lambda s, im, c, fp, k: U.pi_step(model.apply, tx, hp, s, im, c, fp, k), donate_argnums=(0,)
+  )
+  sess = session_lib.make_session(model, hp, tx=tx, unroll=unroll)
 
-    row = {"size": name, "hw": [size, size], "in_channels": channels + classes, "classes": classes,
-           "widths": list(widths), "bottleneck": bottleneck, "params": n_params, "clicks_T": clicks,
-           "unroll": unroll, "load_before": os.getloadavg()}
-    timed = [
-        ("mi_step", lambda s, i: mi(s, x_prev, x_cur, ckeys, jnp.int32(t)), warmup, repeats),
-        ("pi_update", lambda s, i: pi(s, image, cl, gt, jax.random.fold_in(key, i)), warmup, repeats),
-        ("session", lambda s, i: sess(s, image, gt, jax.random.fold_in(key, i)), session_warmup, session_repeats),
-    ]
-    for phase, call, w, n in [p for p in timed if p[0] in phases]:
-        state = U.init_state(params, hp, tx)
-        res, state = time_calls(call, state, w, n)
-        res["skipped_updates"] = int(state.skipped)
-        row[phase] = res
-        print(f"  {name} {phase}: compile {res['compile_s']:.2f} s, median {res['median_s']:.4f} s, "
-              f"p90 {res['p90_s']:.4f} s (n={n}, load {os.getloadavg()[0]:.2f})", flush=True)
-    if "session" in row:
-        s = row["session"]
-        row["session_per_click"] = {"median_s": s["median_s"] / clicks, "p90_s": s["p90_s"] / clicks, "n": s["n"]}
-    row["load_after"] = os.getloadavg()
-    return row
+  row = {
+    'size': name,
+    'hw': [size, size],
+    'in_channels': channels + classes,
+    'classes': classes,
+    'widths': list(widths),
+    'bottleneck': bottleneck,
+    'params': n_params,
+    'clicks_T': clicks,
+    'unroll': unroll,
+    'load_before': os.getloadavg(),
+  }
+  timed = [
+    ('mi_step', lambda s, i: mi(s, x_prev, x_cur, ckeys, jnp.int32(t)), warmup, repeats),
+    ('pi_update', lambda s, i: pi(s, image, cl, gt, jax.random.fold_in(key, i)), warmup, repeats),
+    (
+      'session',
+      lambda s, i: sess(s, image, gt, jax.random.fold_in(key, i)),
+      session_warmup,
+      session_repeats,
+    ),
+  ]
+  for phase, call, w, n in [p for p in timed if p[0] in phases]:
+    state = U.init_state(params, hp, tx)
+    res, state = time_calls(call, state, w, n)
+    res['skipped_updates'] = int(state.skipped)
+    row[phase] = res
+    print(
+      f'  {name} {phase}: compile {res["compile_s"]:.2f} s, median {res["median_s"]:.4f} s, '
+      f'p90 {res["p90_s"]:.4f} s (n={n}, load {os.getloadavg()[0]:.2f})',
+      flush=True,
+    )
+  if 'session' in row:
+    s = row['session']
+    row['session_per_click'] = {
+      'median_s': s['median_s'] / clicks,
+      'p90_s': s['p90_s'] / clicks,
+      'n': s['n'],
+    }
+  row['load_after'] = os.getloadavg()
+  return row
 
 
 def markdown(rows: list[dict], mach: dict, num_runs: int = 1) -> str:
-    lines = ["| size | H x W | Cin | K | params | phase | compile s (1st call) | median s | p90 s | n |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        head = f"| {r['size']} | {r['hw'][0]}x{r['hw'][1]} | {r['in_channels']} | {r['classes']} | {r['params']:,} "
-        for phase, label in [("mi_step", "MI step"), ("pi_update", "PI update"), ("session", "session / image"),
-                             ("session_per_click", "session / T (per click)")]:
-            if phase not in r:
-                lines.append(f"{head}| {label} | not measured | | | |")
-                continue
-            p = r[phase]
-            comp = f"{p['compile_s']:.2f}" if "compile_s" in p else ""
-            n = p.get("n", r.get("session", {}).get("n"))  # per click: the session's n
-            lines.append(f"{head}| {label} | {comp} | {p['median_s']:.4f} | {p['p90_s']:.4f} | {n} |")
-    for where, ref in PAPER.items():
-        lines.append(f"| paper ({where}) | | | | | MI / PI per update | | {ref['mi']} / {ref['pi']} | | |")
-    lines.append("")
-    lines.append(f"Machine: {mach['cpu_model']}, {mach['cpus_usable']} usable of {mach['cpu_count']} CPUs, "
-                 f"{mach['platform']}, jax {mach['jax']} ({mach['backend']}: {', '.join(mach['devices'])}); "
-                 f"load average (1, 5, 15 min) at start {fmt_load(mach['load_start'])}, "
-                 f"at end {fmt_load(mach['load_end'])}" + (f" (over {num_runs} runs)." if num_runs > 1 else "."))
-    return "\n".join(lines) + "\n"
+  lines = [
+    '| size | H x W | Cin | K | params | phase | compile s (1st call) | median s | p90 s | n |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for r in rows:
+    head = f'| {r["size"]} | {r["hw"][0]}x{r["hw"][1]} | {r["in_channels"]} | {r["classes"]} | {r["params"]:,} '
+    for phase, label in [
+      ('mi_step', 'MI step'),
+      ('pi_update', 'PI update'),
+      ('session', 'session / image'),
+      ('session_per_click', 'session / T (per click)'),
+    ]:
+      if phase not in r:
+        lines.append(f'{head}| {label} | not measured | | | |')
+        continue
+      p = r[phase]
+      comp = f'{p["compile_s"]:.2f}' if 'compile_s' in p else ''
+      n = p.get('n', r.get('session', {}).get('n'))  # per click: the session's n
+      lines.append(f'{head}| {label} | {comp} | {p["median_s"]:.4f} | {p["p90_s"]:.4f} | {n} |')
+  for where, ref in PAPER.items():
+    lines.append(
+      f'| paper ({where}) | | | | | MI / PI per update | | {ref["mi"]} / {ref["pi"]} | | |'
+    )
+  lines.append('')
+  lines.append(
+    f'Machine: {mach["cpu_model"]}, {mach["cpus_usable"]} usable of {mach["cpu_count"]} CPUs, '
+    f'{mach["platform"]}, jax {mach["jax"]} ({mach["backend"]}: {", ".join(mach["devices"])}); '
+    f'load average (1, 5, 15 min) at start {fmt_load(mach["load_start"])}, '
+    f'at end {fmt_load(mach["load_end"])}' + (f' (over {num_runs} runs).' if num_runs > 1 else '.')
+  )
+  return '\n'.join(lines) + '\n'
 
 
 def fmt_load(load) -> str:
-    return "(" + ", ".join(f"{v:.2f}" for v in load) + ")"
+  return '(' + ', '.join(f'{v:.2f}' for v in load) + ')'
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="small", help=f"comma-separated subset of {sorted(SIZES)}")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls of MI and PI")
-    p.add_argument("--session_repeats", type=int, default=None, help="timed session calls (default --repeats)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first (compiling) one")
-    p.add_argument("--session_warmup", type=int, default=None, help="the same for sessions (default --warmup)")
-    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
-    p.add_argument("--clicks", type=int, default=10, help="T, clicks per image")
-    p.add_argument("--unroll", default="1", help="session click-scan unroll: an int or 'full'")
-    p.add_argument("--out", default="bench_interactive.json")
-    p.add_argument("--md", default=None, help="also write the Markdown table here")
-    p.add_argument("--append", action="store_true", help="keep the other sizes' rows of an existing --out")
-    args = p.parse_args()
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    bad = [s for s in sizes if s not in SIZES]
-    if bad or not sizes:
-        raise ValueError(f"--sizes: got {args.sizes!r}, expected a comma-separated subset of {sorted(SIZES)}")
-    if args.repeats < 1 or args.warmup < 0 or args.clicks < 2 or (args.session_repeats or 1) < 1:
-        raise ValueError(f"--repeats/--warmup/--clicks: got {args.repeats}/{args.warmup}/{args.clicks}, "
-                         "expected >= 1 / >= 0 / >= 2")
-    phases = tuple(s.strip() for s in args.phases.split(",") if s.strip())
-    if not phases or any(ph not in PHASES for ph in phases):
-        raise ValueError(f"--phases: got {args.phases!r}, expected a comma-separated subset of {PHASES}")
-    unroll = True if args.unroll == "full" else int(args.unroll)
-    # CPU cannot always donate buffers; that is expected here and not worth a warning per call.
-    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-    mach = machine()
-    mach["load_start"] = load_start = os.getloadavg()
-    rows, runs = [], []
-    if args.append and os.path.exists(args.out):  # an earlier run on the same machine: keep its other sizes
-        with open(args.out) as f:
-            old = json.load(f)
-        rows = [r for r in old["rows"] if r["size"] not in sizes]
-        runs = old.get("runs") or [{"argv": old.get("argv"), **{k: old["machine"].get(k) for k in
-                                                                ("load_start", "load_end", "wall_s")}}]
-        mach["load_start"] = old["machine"]["load_start"]
-    runs.append({"argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_start": load_start})
-    print(f"machine: {mach['cpu_model']}, {mach['cpus_usable']} CPUs, jax {mach['jax']} {mach['devices']}, "
-          f"load {fmt_load(load_start)}", flush=True)
-    started = time.time()
-    for s in sizes:  # results are written after every size, so a stopped run keeps what it measured
-        rows.append(bench_size(s, repeats=args.repeats, session_repeats=args.session_repeats or args.repeats,
-                               warmup=args.warmup, clicks=args.clicks, unroll=unroll, phases=phases,
-                               session_warmup=args.warmup if args.session_warmup is None else args.session_warmup))
-        mach["load_end"] = os.getloadavg()
-        runs[-1].update(load_end=mach["load_end"], wall_s=time.time() - started)
-        table = markdown(rows, mach, len(runs))
-        with open(args.out, "w") as f:
-            json.dump({"machine": mach, "runs": runs, "paper_reference_s": PAPER, "rows": rows}, f, indent=2)
-        if args.md:
-            with open(args.md, "w") as f:
-                f.write(table)
-    print(table)
-    print(f"wrote {args.out}" + (f" and {args.md}" if args.md else ""))
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--sizes', default='small', help=f'comma-separated subset of {sorted(SIZES)}')
+  p.add_argument('--repeats', type=int, default=5, help='timed calls of MI and PI')
+  p.add_argument(
+    '--session_repeats', type=int, default=None, help='timed session calls (default --repeats)'
+  )
+  p.add_argument(
+    '--warmup', type=int, default=1, help='untimed calls after the first (compiling) one'
+  )
+  p.add_argument(
+    '--session_warmup', type=int, default=None, help='the same for sessions (default --warmup)'
+  )
+  p.add_argument('--phases', default=','.join(PHASES), help=f'comma-separated subset of {PHASES}')
+  p.add_argument('--clicks', type=int, default=10, help='T, clicks per image')
+  p.add_argument('--unroll', default='1', help="session click-scan unroll: an int or 'full'")
+  p.add_argument('--out', default='bench_interactive.json')
+  p.add_argument('--md', default=None, help='also write the Markdown table here')
+  p.add_argument(
+    '--append', action='store_true', help="keep the other sizes' rows of an existing --out"
+  )
+  args = p.parse_args()
+  sizes = [s.strip() for s in args.sizes.split(',') if s.strip()]
+  bad = [s for s in sizes if s not in SIZES]
+  if bad or not sizes:
+    raise ValueError(
+      f'--sizes: got {args.sizes!r}, expected a comma-separated subset of {sorted(SIZES)}'
+    )
+  if args.repeats < 1 or args.warmup < 0 or args.clicks < 2 or (args.session_repeats or 1) < 1:
+    raise ValueError(
+      f'--repeats/--warmup/--clicks: got {args.repeats}/{args.warmup}/{args.clicks}, '
+      'expected >= 1 / >= 0 / >= 2'
+    )
+  phases = tuple(s.strip() for s in args.phases.split(',') if s.strip())
+  if not phases or any(ph not in PHASES for ph in phases):
+    raise ValueError(
+      f'--phases: got {args.phases!r}, expected a comma-separated subset of {PHASES}'
+    )
+  unroll = True if args.unroll == 'full' else int(args.unroll)
+  # CPU cannot always donate buffers; that is expected here and not worth a warning per call.
+  warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
+  mach = machine()
+  mach['load_start'] = load_start = os.getloadavg()
+  rows, runs = [], []
+  if args.append and os.path.exists(
+    args.out
+  ):  # an earlier run on the same machine: keep its other sizes
+    with open(args.out) as f:
+      old = json.load(f)
+    rows = [r for r in old['rows'] if r['size'] not in sizes]
+    runs = old.get('runs') or [
+      {
+        'argv': old.get('argv'),
+        **{k: old['machine'].get(k) for k in ('load_start', 'load_end', 'wall_s')},
+      }
+    ]
+    mach['load_start'] = old['machine']['load_start']
+  runs.append(
+    {'argv': sys.argv, 'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'load_start': load_start}
+  )
+  print(
+    f'machine: {mach["cpu_model"]}, {mach["cpus_usable"]} CPUs, jax {mach["jax"]} {mach["devices"]}, '
+    f'load {fmt_load(load_start)}',
+    flush=True,
+  )
+  started = time.time()
+  for s in sizes:  # results are written after every size, so a stopped run keeps what it measured
+    rows.append(
+      bench_size(
+        s,
+        repeats=args.repeats,
+        session_repeats=args.session_repeats or args.repeats,
+        warmup=args.warmup,
+        clicks=args.clicks,
+        unroll=unroll,
+        phases=phases,
+        session_warmup=args.warmup if args.session_warmup is None else args.session_warmup,
+      )
+    )
+    mach['load_end'] = os.getloadavg()
+    runs[-1].update(load_end=mach['load_end'], wall_s=time.time() - started)
+    table = markdown(rows, mach, len(runs))
+    with open(args.out, 'w') as f:
+      json.dump(
+        {'machine': mach, 'runs': runs, 'paper_reference_s': PAPER, 'rows': rows}, f, indent=2
+      )
+    if args.md:
+      with open(args.md, 'w') as f:
+        f.write(table)
+  print(table)
+  print(f'wrote {args.out}' + (f' and {args.md}' if args.md else ''))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == '__main__':
+  main()

@@ -31,6 +31,7 @@ Run:
   python benchmarks/bench_latency.py --sizes small,brain --warm_runs 2 \\
       --out benchmarks/results/latency_cpu.json --md benchmarks/results/latency_cpu.md
 """
+
 from __future__ import annotations
 
 import time
@@ -59,8 +60,11 @@ from yiplearn.models.unet import UNet  # noqa: E402
 _T_IMPORTED = time.time()
 
 MODES = ('nocache', 'cold', 'warm')
-CACHE_EVENTS = ('/jax/compilation_cache/cache_hits', '/jax/compilation_cache/cache_misses',
-                '/jax/compilation_cache/compile_requests_use_cache')
+CACHE_EVENTS = (
+  '/jax/compilation_cache/cache_hits',
+  '/jax/compilation_cache/cache_misses',
+  '/jax/compilation_cache/compile_requests_use_cache',
+)
 
 
 # ---- the worker (one fresh process = one measurement) ------------------------------------------------------
@@ -70,7 +74,9 @@ def restored_params(model, in_channels: int, seed: int = 0):
   """Parameters as a tool gets them from a checkpoint: host arrays of the model's parameter shapes
   (`jax.eval_shape` of its init, so nothing is compiled; values: fan-in-scaled normals, zero biases), put on
   the device. The checkpoint's file I/O is not part of the measurement."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, in_channels), jnp.float32))
+  shapes = jax.eval_shape(
+    model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, in_channels), jnp.float32)
+  )
   rng = np.random.default_rng(seed)
 
   def leaf(s):
@@ -90,7 +96,11 @@ def _aot(jitted, *args) -> tuple[dict, object, object]:
   t2 = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
   t3 = time.perf_counter()
-  return {'lower_s': t1 - t0, 'compile_s': t2 - t1, 'run_s': t3 - t2, 'total_s': t3 - t0}, compiled, out
+  return (
+    {'lower_s': t1 - t0, 'compile_s': t2 - t1, 'run_s': t3 - t2, 'total_s': t3 - t0},
+    compiled,
+    out,
+  )
 
 
 def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
@@ -123,13 +133,17 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
   rng = np.random.default_rng(0)
   rr, cc = np.mgrid[:hw, :hw]
   lesion = np.hypot(rr - 0.45 * hw, cc - 0.55 * hw) < hw / 6
-  image = jnp.asarray(0.3 * lesion[..., None] + rng.normal(0.0, 0.2, (hw, hw, channels)), jnp.float32)
+  image = jnp.asarray(
+    0.3 * lesion[..., None] + rng.normal(0.0, 0.2, (hw, hw, channels)), jnp.float32
+  )
   jax.block_until_ready((state, image))
   t_built = time.time()
 
   start, click = tool.jitted['start'], tool.jitted['click']
   c1 = jnp.asarray((int(0.45 * hw), int(0.55 * hw)), jnp.int32)
-  c2 = jnp.asarray((int(0.45 * hw), int(0.55 * hw + hw / 6 - 3)), jnp.int32)  # a correction on the lesion's rim
+  c2 = jnp.asarray(
+    (int(0.45 * hw), int(0.55 * hw + hw / 6 - 3)), jnp.int32
+  )  # a correction on the lesion's rim
   c3 = jnp.asarray((int(0.45 * hw + hw / 6 - 3), int(0.55 * hw)), jnp.int32)
   fg, bg = jnp.int32(classes - 1), jnp.int32(1)
   click1, start_c, (state, view) = _aot(start, state, image, c1, fg)
@@ -157,16 +171,33 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
   state, view = jax.block_until_ready(mi_c(state, view, c3, bg))
   mi_again = time.perf_counter() - t0
 
-  return {'size': size, 'cache_dir': cache_dir, 'pid': os.getpid(), 'script_time': _T_SCRIPT,
-          'imported_time': _T_IMPORTED, 'configured_time': t_config, 'built_time': t_built,
-          'pred1_time': t_pred1, 'mi_ready_time': t_mi_ready, 'mi_shown_time': t_mi_shown,
-          'click1': click1, 'mi': mi, 'predict_again_s': predict_again, 'mi_again_s': mi_again,
-          'mi_step_count': int(state.step), 'skipped': int(state.skipped),
-          'pred1_foreground_px': int(jnp.sum(pred1 > 0)),
-          'pred2_foreground_px': int(jnp.sum(pred2 > 0)), 'cache_events': counts,
-          'durations_s': {k.rsplit('/', 1)[1]: v for k, v in durations.items()
-                          if 'compile' in k or 'trace' in k or 'cache' in k},
-          'load_avg': bc.load_avg()}
+  return {
+    'size': size,
+    'cache_dir': cache_dir,
+    'pid': os.getpid(),
+    'script_time': _T_SCRIPT,
+    'imported_time': _T_IMPORTED,
+    'configured_time': t_config,
+    'built_time': t_built,
+    'pred1_time': t_pred1,
+    'mi_ready_time': t_mi_ready,
+    'mi_shown_time': t_mi_shown,
+    'click1': click1,
+    'mi': mi,
+    'predict_again_s': predict_again,
+    'mi_again_s': mi_again,
+    'mi_step_count': int(state.step),
+    'skipped': int(state.skipped),
+    'pred1_foreground_px': int(jnp.sum(pred1 > 0)),
+    'pred2_foreground_px': int(jnp.sum(pred2 > 0)),
+    'cache_events': counts,
+    'durations_s': {
+      k.rsplit('/', 1)[1]: v
+      for k, v in durations.items()
+      if 'compile' in k or 'trace' in k or 'cache' in k
+    },
+    'load_avg': bc.load_avg(),
+  }
 
 
 # ---- the parent: one worker per measurement ---------------------------------------------------------------
@@ -176,46 +207,84 @@ def summarise(res: dict, mode: str, run: int) -> dict:
   """Durations relative to the spawn of the worker's process."""
   s = res['spawn_time']
   return {
-      'size': res['size'], 'mode': mode, 'run': run,
-      'startup_s': res['script_time'] - s, 'import_s': res['imported_time'] - res['script_time'],
-      'build_s': res['built_time'] - res['configured_time'],
-      'click1_lower_s': res['click1']['lower_s'], 'click1_compile_s': res['click1']['compile_s'],
-      'click1_run_s': res['click1']['run_s'], 'click1_s': res['click1']['total_s'],
-      'first_pred_from_imports_s': res['pred1_time'] - res['imported_time'],
-      'first_pred_from_spawn_s': res['pred1_time'] - s,
-      'mi_lower_s': res['mi']['lower_s'], 'mi_compile_s': res['mi']['compile_s'], 'mi_run_s': res['mi']['run_s'],
-      'first_mi_s': res['mi']['total_s'], 'mi_ready_from_spawn_s': res['mi_ready_time'] - s,
-      'mi_shown_from_spawn_s': res['mi_shown_time'] - s,
-      'predict_again_s': res['predict_again_s'], 'mi_again_s': res['mi_again_s'],
-      'cache_hits': res['cache_events']['cache_hits'], 'cache_misses': res['cache_events']['cache_misses'],
-      'process_s': res['spawn_s'], 'load_avg': res['load_avg'],
+    'size': res['size'],
+    'mode': mode,
+    'run': run,
+    'startup_s': res['script_time'] - s,
+    'import_s': res['imported_time'] - res['script_time'],
+    'build_s': res['built_time'] - res['configured_time'],
+    'click1_lower_s': res['click1']['lower_s'],
+    'click1_compile_s': res['click1']['compile_s'],
+    'click1_run_s': res['click1']['run_s'],
+    'click1_s': res['click1']['total_s'],
+    'first_pred_from_imports_s': res['pred1_time'] - res['imported_time'],
+    'first_pred_from_spawn_s': res['pred1_time'] - s,
+    'mi_lower_s': res['mi']['lower_s'],
+    'mi_compile_s': res['mi']['compile_s'],
+    'mi_run_s': res['mi']['run_s'],
+    'first_mi_s': res['mi']['total_s'],
+    'mi_ready_from_spawn_s': res['mi_ready_time'] - s,
+    'mi_shown_from_spawn_s': res['mi_shown_time'] - s,
+    'predict_again_s': res['predict_again_s'],
+    'mi_again_s': res['mi_again_s'],
+    'cache_hits': res['cache_events']['cache_hits'],
+    'cache_misses': res['cache_events']['cache_misses'],
+    'process_s': res['spawn_s'],
+    'load_avg': res['load_avg'],
   }
 
 
-COLS = [('size', 'size'), ('mode', 'cache'), ('run', 'run'), ('startup_s', 'startup s'), ('import_s', 'import s'),
-        ('build_s', 'build s'), ('click1_lower_s', 'click 1 trace s'), ('click1_compile_s', 'click 1 compile s'),
-        ('click1_run_s', 'click 1 run s'), ('click1_s', 'click 1 total s'),
-        ('first_pred_from_imports_s', 'P_1 after imports s'), ('first_pred_from_spawn_s', 'P_1 after spawn s'),
-        ('mi_lower_s', 'MI trace s'),
-        ('mi_compile_s', 'MI compile s'), ('mi_run_s', 'MI run s'),
-        ('first_mi_s', 'first MI (trace+compile+run) s'), ('mi_shown_from_spawn_s', 'P_2 after spawn s'),
-        ('predict_again_s', 'next predict s'), ('mi_again_s', 'next MI s'), ('cache_hits', 'cache hits'),
-        ('cache_misses', 'cache misses')]
+COLS = [
+  ('size', 'size'),
+  ('mode', 'cache'),
+  ('run', 'run'),
+  ('startup_s', 'startup s'),
+  ('import_s', 'import s'),
+  ('build_s', 'build s'),
+  ('click1_lower_s', 'click 1 trace s'),
+  ('click1_compile_s', 'click 1 compile s'),
+  ('click1_run_s', 'click 1 run s'),
+  ('click1_s', 'click 1 total s'),
+  ('first_pred_from_imports_s', 'P_1 after imports s'),
+  ('first_pred_from_spawn_s', 'P_1 after spawn s'),
+  ('mi_lower_s', 'MI trace s'),
+  ('mi_compile_s', 'MI compile s'),
+  ('mi_run_s', 'MI run s'),
+  ('first_mi_s', 'first MI (trace+compile+run) s'),
+  ('mi_shown_from_spawn_s', 'P_2 after spawn s'),
+  ('predict_again_s', 'next predict s'),
+  ('mi_again_s', 'next MI s'),
+  ('cache_hits', 'cache hits'),
+  ('cache_misses', 'cache misses'),
+]
 
 
 def markdown(rows: list[dict], mach: dict, peak: dict | None, argv: list[str]) -> str:
-  out = ['# First-click latency in a fresh process', '',
-         f"Command: `python {' '.join(argv)}`", '', bc.markdown_table(rows, COLS, digits=3)]
+  out = [
+    '# First-click latency in a fresh process',
+    '',
+    f'Command: `python {" ".join(argv)}`',
+    '',
+    bc.markdown_table(rows, COLS, digits=3),
+  ]
   warm = [r for r in rows if r['mode'] == 'warm']
   for size in dict.fromkeys(r['size'] for r in warm):
     w = [r for r in warm if r['size'] == size]
     med = lambda k: float(np.median([r[k] for r in w]))  # noqa: E731
-    out.append(f"- {size}, warm cache (median of {len(w)}): P_1 {med('first_pred_from_imports_s'):.3f} s after "
-               f"imports ({med('first_pred_from_spawn_s'):.3f} s after spawn), first MI update "
-               f"{med('first_mi_s'):.3f} s; issue 5's target: first click < 1 s with a warm cache.")
+    out.append(
+      f'- {size}, warm cache (median of {len(w)}): P_1 {med("first_pred_from_imports_s"):.3f} s after '
+      f'imports ({med("first_pred_from_spawn_s"):.3f} s after spawn), first MI update '
+      f"{med('first_mi_s'):.3f} s; issue 5's target: first click < 1 s with a warm cache."
+    )
   out.append('')
-  out.append(bc.describe(mach) + (f" Measured f32 matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s "
-                                  f"(n={peak['n']}, median)." if peak else ''))
+  out.append(
+    bc.describe(mach)
+    + (
+      f' Measured f32 matmul peak: {peak["flops_per_s"] / 1e9:.1f} GFLOP/s (n={peak["n"]}, median).'
+      if peak
+      else ''
+    )
+  )
   out.append('Load average at the end of each run is in the JSON (`rows[].load_avg`).')
   return '\n'.join(out) + '\n'
 
@@ -223,11 +292,19 @@ def markdown(rows: list[dict], mach: dict, peak: dict | None, argv: list[str]) -
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--sizes', default='small', help=f'comma-separated subset of {sorted(bc.SIZES)}')
-  p.add_argument('--nocache_runs', type=int, default=1, help='fresh processes without the persistent cache')
-  p.add_argument('--warm_runs', type=int, default=2, help='fresh processes with a warm cache (after 1 cold)')
+  p.add_argument(
+    '--nocache_runs', type=int, default=1, help='fresh processes without the persistent cache'
+  )
+  p.add_argument(
+    '--warm_runs', type=int, default=2, help='fresh processes with a warm cache (after 1 cold)'
+  )
   p.add_argument('--clicks', type=int, default=10, help='click capacity T of the Clicks pytree')
-  p.add_argument('--cache_dir', default=None, help='keep the caches in <cache_dir>/<size> (must not exist or be '
-                 'empty: run 1 is cold); default: temporary folders, removed afterwards')
+  p.add_argument(
+    '--cache_dir',
+    default=None,
+    help='keep the caches in <cache_dir>/<size> (must not exist or be '
+    'empty: run 1 is cold); default: temporary folders, removed afterwards',
+  )
   p.add_argument('--no_peak', action='store_true', help='skip the matmul peak measurement')
   p.add_argument('--timeout', type=float, default=1800, help='seconds per worker process')
   p.add_argument('--out', default='bench_latency.json')
@@ -241,17 +318,24 @@ def main() -> None:
     return
   sizes = bc.parse_sizes(args.sizes)
   if args.nocache_runs < 0 or args.warm_runs < 0 or args.clicks < 3:
-    raise ValueError(f'--nocache_runs/--warm_runs/--clicks: got {args.nocache_runs}/{args.warm_runs}/'
-                     f'{args.clicks}, expected >= 0 / >= 0 / >= 3')
+    raise ValueError(
+      f'--nocache_runs/--warm_runs/--clicks: got {args.nocache_runs}/{args.warm_runs}/'
+      f'{args.clicks}, expected >= 0 / >= 0 / >= 3'
+    )
   for size in sizes if args.cache_dir else ():
     cache = os.path.join(args.cache_dir, size)
     if os.path.isdir(cache) and os.listdir(cache):
-      raise ValueError(f'--cache_dir: {cache} is not empty, expected a new or empty folder (run 1 must start '
-                       'from an empty cache)')
+      raise ValueError(
+        f'--cache_dir: {cache} is not empty, expected a new or empty folder (run 1 must start '
+        'from an empty cache)'
+      )
   mach = bc.machine()
   mach['load_start'] = bc.load_avg()
-  print(f"machine: {mach['cpu_model']}, {mach['cpus_usable']} CPUs, jax {mach['jax']} {mach['devices']}, "
-        f"load {bc.fmt_load(mach['load_start'])}", flush=True)
+  print(
+    f'machine: {mach["cpu_model"]}, {mach["cpus_usable"]} CPUs, jax {mach["jax"]} {mach["devices"]}, '
+    f'load {bc.fmt_load(mach["load_start"])}',
+    flush=True,
+  )
   rows, raw = [], []
   script = os.path.abspath(__file__)
   for size in sizes:
@@ -270,14 +354,18 @@ def main() -> None:
         res = bc.run_worker(argv, timeout=args.timeout)
         row = summarise(res, mode, run)
         if mode != 'nocache':
-          row['cache_mb'] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache)
-                                for f in fs) / 2**20
+          row['cache_mb'] = (
+            sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs)
+            / 2**20
+          )
         rows.append(row)
         raw.append(res)
-        print(f"  {size} {mode} run {run}: P_1 {row['first_pred_from_imports_s']:.2f} s after imports "
-              f"({row['first_pred_from_spawn_s']:.2f} s after spawn), first MI {row['first_mi_s']:.2f} s, "
-              f"cache hits {row['cache_hits']} misses {row['cache_misses']}, load {row['load_avg'][0]:.2f}",
-              flush=True)
+        print(
+          f'  {size} {mode} run {run}: P_1 {row["first_pred_from_imports_s"]:.2f} s after imports '
+          f'({row["first_pred_from_spawn_s"]:.2f} s after spawn), first MI {row["first_mi_s"]:.2f} s, '
+          f'cache hits {row["cache_hits"]} misses {row["cache_misses"]}, load {row["load_avg"][0]:.2f}',
+          flush=True,
+        )
     finally:
       if not args.cache_dir:
         shutil.rmtree(cache, ignore_errors=True)
@@ -285,8 +373,12 @@ def main() -> None:
   mach['load_end'] = bc.load_avg()
   argv = [os.path.relpath(script, bc.REPO)] + sys.argv[1:]
   table = markdown(rows, mach, peak, argv)
-  bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows, 'raw': raw},
-                  table)
+  bc.save_results(
+    args.out,
+    args.md,
+    {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows, 'raw': raw},
+    table,
+  )
   bc.print_results(table, args.out, args.md)
 
 

@@ -25,6 +25,7 @@ Run:
   python benchmarks/bench_merging.py --out benchmarks/results/merging_cpu.json --md benchmarks/results/merging_cpu.md
 Prints a Markdown table and writes JSON with the machine description.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def parse_grid(text: str) -> list[tuple[int, int]]:
   for item in text.split(','):
     k, sep, j = item.strip().partition(':')
     if not sep or not k.isdigit() or not j.isdigit() or int(k) < 1 or int(j) < 1:
-      raise ValueError(f"--grid: got {text!r}, expected comma-separated K:J pairs of positive integers "
-                       "(e.g. '2:16,3:64')")
+      raise ValueError(
+        f'--grid: got {text!r}, expected comma-separated K:J pairs of positive integers '
+        "(e.g. '2:16,3:64')"
+      )
     out.append((int(k), int(j)))
   return out
 
@@ -83,7 +86,9 @@ def _setup(k: int, j: int, widths, image_size: int, batch: int):
   return model, *jax.block_until_ready(jax.device_put((base, tau, x, cands)))
 
 
-def worker(mode: str, k: int, j: int, *, widths, image_size: int, batch: int, chunk: int, repeats: int) -> dict:
+def worker(
+  mode: str, k: int, j: int, *, widths, image_size: int, batch: int, chunk: int, repeats: int
+) -> dict:
   """One measurement in a fresh process: mode 'vmapped' (score_candidates, one jit) or 'loop'."""
   model, base, tau, x, cands = _setup(k, j, widths, image_size, batch)
   devices = 1
@@ -91,9 +96,12 @@ def worker(mode: str, k: int, j: int, *, widths, image_size: int, batch: int, ch
     kw = {}
     if 'mesh' in inspect.signature(online.score_candidates).parameters and jax.device_count() > 1:
       from yiplearn import parallel  # pylint: disable=g-import-not-at-top
+
       kw['mesh'] = parallel.make_mesh()  # candidates split over all devices
       devices = jax.device_count()
-    fn = jax.jit(lambda b, t, xx, c: online.score_candidates(model, b, t, xx, c, chunk_size=chunk, **kw))
+    fn = jax.jit(
+      lambda b, t, xx, c: online.score_candidates(model, b, t, xx, c, chunk_size=chunk, **kw)
+    )
     args = (base, tau, x, cands)
   else:
     fn = jax.jit(lambda b, t, xx, lam: online.entropy_score(model.apply(tr.merge(b, t, lam), xx)))
@@ -121,64 +129,145 @@ def worker(mode: str, k: int, j: int, *, widths, image_size: int, batch: int, ch
     times.append(time.perf_counter() - t0)
   run_rss = bc.peak_rss_mb() - rss1
   dev = bc.device_memory()
-  return {'mode': mode, 'K': k, 'J': j, 'chunk': chunk if mode == 'vmapped' else 1, 'devices': devices,
-          'compile_s': compile_s, 'times_s': times, 'mean_s': float(np.mean(times)),
-          'median_s': float(np.median(times)), 'scores': np.asarray(scores).tolist(),
-          'compile_rss_mb': compile_rss, 'run_rss_mb': run_rss,
-          'max_rss_mb': max(setup_peak, rss0 + compile_rss, rss1 + run_rss),
-          'peak_device_mb': None if not dev or 'peak_bytes_in_use' not in dev else dev['peak_bytes_in_use'] / 2**20,
-          'load_avg': bc.load_avg()}
+  return {
+    'mode': mode,
+    'K': k,
+    'J': j,
+    'chunk': chunk if mode == 'vmapped' else 1,
+    'devices': devices,
+    'compile_s': compile_s,
+    'times_s': times,
+    'mean_s': float(np.mean(times)),
+    'median_s': float(np.median(times)),
+    'scores': np.asarray(scores).tolist(),
+    'compile_rss_mb': compile_rss,
+    'run_rss_mb': run_rss,
+    'max_rss_mb': max(setup_peak, rss0 + compile_rss, rss1 + run_rss),
+    'peak_device_mb': None
+    if not dev or 'peak_bytes_in_use' not in dev
+    else dev['peak_bytes_in_use'] / 2**20,
+    'load_avg': bc.load_avg(),
+  }
 
 
-def bench(k: int, j: int, chunks: list[int], *, widths, image_size: int, batch: int, repeats: int,
-          timeout: float) -> list[dict]:
+def bench(
+  k: int,
+  j: int,
+  chunks: list[int],
+  *,
+  widths,
+  image_size: int,
+  batch: int,
+  repeats: int,
+  timeout: float,
+) -> list[dict]:
   """Rows (one per chunk) comparing the vmapped path with the loop; each measurement a fresh process."""
-  common = ['--K', str(k), '--J', str(j), '--widths', ','.join(map(str, widths)), '--image_size',
-            str(image_size), '--batch', str(batch), '--repeats', str(repeats)]
+  common = [
+    '--K',
+    str(k),
+    '--J',
+    str(j),
+    '--widths',
+    ','.join(map(str, widths)),
+    '--image_size',
+    str(image_size),
+    '--batch',
+    str(batch),
+    '--repeats',
+    str(repeats),
+  ]
   script = os.path.abspath(__file__)
   loop = bc.run_worker([script, '--worker', 'loop', *common], timeout=timeout)
   rows = []
   for chunk in chunks:
-    vm = bc.run_worker([script, '--worker', 'vmapped', '--chunk', str(chunk), *common], timeout=timeout)
+    vm = bc.run_worker(
+      [script, '--worker', 'vmapped', '--chunk', str(chunk), *common], timeout=timeout
+    )
     diff = float(np.abs(np.asarray(vm['scores']) - np.asarray(loop['scores'])).max())
-    rows.append({'K': k, 'J': j, 'chunk': chunk, 'batch': batch, 'devices': vm['devices'],
-                 'vmapped_cands_per_s': j / vm['mean_s'], 'loop_cands_per_s': j / loop['mean_s'],
-                 'speedup': loop['mean_s'] / vm['mean_s'], 'max_abs_diff': diff,
-                 'vmapped_compile_s': vm['compile_s'], 'loop_compile_s': loop['compile_s'],
-                 'vmapped_median_s': vm['median_s'], 'loop_median_s': loop['median_s'],
-                 'peak_device_mb': vm['peak_device_mb'], 'loop_peak_device_mb': loop['peak_device_mb'],
-                 'compile_rss_mb': vm['compile_rss_mb'], 'run_rss_mb': vm['run_rss_mb'],
-                 'loop_run_rss_mb': loop['run_rss_mb'], 'max_rss_mb': vm['max_rss_mb'],
-                 'loop_max_rss_mb': loop['max_rss_mb'], 'repeats': repeats, 'load_avg': vm['load_avg'],
-                 'worker_s': {'vmapped': vm['spawn_s'], 'loop': loop['spawn_s']}})
+    rows.append(
+      {
+        'K': k,
+        'J': j,
+        'chunk': chunk,
+        'batch': batch,
+        'devices': vm['devices'],
+        'vmapped_cands_per_s': j / vm['mean_s'],
+        'loop_cands_per_s': j / loop['mean_s'],
+        'speedup': loop['mean_s'] / vm['mean_s'],
+        'max_abs_diff': diff,
+        'vmapped_compile_s': vm['compile_s'],
+        'loop_compile_s': loop['compile_s'],
+        'vmapped_median_s': vm['median_s'],
+        'loop_median_s': loop['median_s'],
+        'peak_device_mb': vm['peak_device_mb'],
+        'loop_peak_device_mb': loop['peak_device_mb'],
+        'compile_rss_mb': vm['compile_rss_mb'],
+        'run_rss_mb': vm['run_rss_mb'],
+        'loop_run_rss_mb': loop['run_rss_mb'],
+        'max_rss_mb': vm['max_rss_mb'],
+        'loop_max_rss_mb': loop['max_rss_mb'],
+        'repeats': repeats,
+        'load_avg': vm['load_avg'],
+        'worker_s': {'vmapped': vm['spawn_s'], 'loop': loop['spawn_s']},
+      }
+    )
   return rows
 
 
-COLS = [('K', 'K'), ('J', 'J'), ('chunk', 'chunk'), ('batch', 'batch'), ('devices', 'devices'),
-        ('vmapped_cands_per_s', 'vmapped cands/s'), ('loop_cands_per_s', 'loop cands/s'), ('speedup', 'speedup'),
-        ('max_abs_diff', 'max |diff|'), ('vmapped_compile_s', 'vmapped compile s'),
-        ('loop_compile_s', 'loop compile s'), ('run_rss_mb', 'vmapped run peak RSS +MiB'),
-        ('loop_run_rss_mb', 'loop run peak RSS +MiB'), ('compile_rss_mb', 'vmapped compile peak RSS +MiB'),
-        ('peak_device_mb', 'vmapped device peak MiB'), ('loop_peak_device_mb', 'loop device peak MiB'),
-        ('max_rss_mb', 'worker max RSS MiB')]
+COLS = [
+  ('K', 'K'),
+  ('J', 'J'),
+  ('chunk', 'chunk'),
+  ('batch', 'batch'),
+  ('devices', 'devices'),
+  ('vmapped_cands_per_s', 'vmapped cands/s'),
+  ('loop_cands_per_s', 'loop cands/s'),
+  ('speedup', 'speedup'),
+  ('max_abs_diff', 'max |diff|'),
+  ('vmapped_compile_s', 'vmapped compile s'),
+  ('loop_compile_s', 'loop compile s'),
+  ('run_rss_mb', 'vmapped run peak RSS +MiB'),
+  ('loop_run_rss_mb', 'loop run peak RSS +MiB'),
+  ('compile_rss_mb', 'vmapped compile peak RSS +MiB'),
+  ('peak_device_mb', 'vmapped device peak MiB'),
+  ('loop_peak_device_mb', 'loop device peak MiB'),
+  ('max_rss_mb', 'worker max RSS MiB'),
+]
 
 
 def markdown(rows: list[dict], mach: dict, argv: list[str]) -> str:
-  return '\n'.join([
-      '# bench_merging', '', f"Command: `python {' '.join(argv)}`", '', bc.markdown_table(rows, COLS),
-      bc.describe(mach) + f" Model: {mach['model']}.",
-      f"Load average at start {bc.fmt_load(mach['load_start'])}, at end {bc.fmt_load(mach['load_end'])}.",
-      'Rates: J / mean time of the timed calls after one untimed call. Memory: each measurement in a fresh '
-      'process; "+MiB" is the rise of the peak RSS over the RSS at the start of that phase (CPU: XLA buffers '
-      'included); device peaks where the backend reports them.']) + '\n'
+  return (
+    '\n'.join(
+      [
+        '# bench_merging',
+        '',
+        f'Command: `python {" ".join(argv)}`',
+        '',
+        bc.markdown_table(rows, COLS),
+        bc.describe(mach) + f' Model: {mach["model"]}.',
+        f'Load average at start {bc.fmt_load(mach["load_start"])}, at end {bc.fmt_load(mach["load_end"])}.',
+        'Rates: J / mean time of the timed calls after one untimed call. Memory: each measurement in a fresh '
+        'process; "+MiB" is the rise of the peak RSS over the RSS at the start of that phase (CPU: XLA buffers '
+        'included); device peaks where the backend reports them.',
+      ]
+    )
+    + '\n'
+  )
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--quick', action='store_true', help=f'grid {QUICK_GRID}, a tiny model, chunk 8, 2 repeats')
-  p.add_argument('--grid', default=None, help=f'K:J pairs (default {DEFAULT_GRID}; --quick {QUICK_GRID})')
-  p.add_argument('--chunks', default=None, help='comma-separated chunk sizes of the vmapped path '
-                 '(default 1,16; --quick 8)')
+  p.add_argument(
+    '--quick', action='store_true', help=f'grid {QUICK_GRID}, a tiny model, chunk 8, 2 repeats'
+  )
+  p.add_argument(
+    '--grid', default=None, help=f'K:J pairs (default {DEFAULT_GRID}; --quick {QUICK_GRID})'
+  )
+  p.add_argument(
+    '--chunks',
+    default=None,
+    help='comma-separated chunk sizes of the vmapped path (default 1,16; --quick 8)',
+  )
   p.add_argument('--repeats', type=int, default=None, help='timed calls (default 3; --quick 2)')
   p.add_argument('--timeout', type=float, default=1800, help='seconds per worker process')
   p.add_argument('--out', default='bench_merging.json')
@@ -192,8 +281,18 @@ def main() -> None:
   p.add_argument('--batch', type=int, default=16, help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
-    bc.emit_result(worker(args.worker, args.K, args.J, widths=[int(w) for w in args.widths.split(',')],
-                          image_size=args.image_size, batch=args.batch, chunk=args.chunk, repeats=args.repeats))
+    bc.emit_result(
+      worker(
+        args.worker,
+        args.K,
+        args.J,
+        widths=[int(w) for w in args.widths.split(',')],
+        image_size=args.image_size,
+        batch=args.batch,
+        chunk=args.chunk,
+        repeats=args.repeats,
+      )
+    )
     return
   if args.quick:
     kw, grid, chunks, reps = dict(widths=(4, 8), image_size=16, batch=8), QUICK_GRID, '8', 2
@@ -217,9 +316,12 @@ def main() -> None:
   for k, j in grid:
     for r in bench(k, j, chunks, repeats=reps, timeout=args.timeout, **kw):
       rows.append(r)
-      print(f"K={k} J={j} chunk={r['chunk']}: vmapped {r['vmapped_cands_per_s']:.1f}/s, loop "
-            f"{r['loop_cands_per_s']:.1f}/s, run peak RSS +{r['run_rss_mb']:.0f} MiB (loop "
-            f"+{r['loop_run_rss_mb']:.0f}), load {r['load_avg'][0]:.2f}", flush=True)
+      print(
+        f'K={k} J={j} chunk={r["chunk"]}: vmapped {r["vmapped_cands_per_s"]:.1f}/s, loop '
+        f'{r["loop_cands_per_s"]:.1f}/s, run peak RSS +{r["run_rss_mb"]:.0f} MiB (loop '
+        f'+{r["loop_run_rss_mb"]:.0f}), load {r["load_avg"][0]:.2f}',
+        flush=True,
+      )
     mach['load_end'] = bc.load_avg()
     table = markdown(rows, mach, argv)
     bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'rows': rows}, table)

@@ -17,6 +17,7 @@ without its instance norms (norm='none') for the norms' share.
 Run:  python benchmarks/bench_mi_ablation.py --repeats 7 [--size brain] [--variants a,b] [--parts]
 Prints median and min seconds per MI step and the ratio of the minima to torch's; results in benchmarks/NOTES.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,22 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
 from yiplearn import clicks as C  # noqa: E402
 from yiplearn.interactive import updates as U  # noqa: E402
 from yiplearn.models import unet as unet_mod  # noqa: E402
 
-VARIANTS = ("window-flax", "reshape-einsum", "lib-xla", "lib-matmul")
+VARIANTS = ('window-flax', 'reshape-einsum', 'lib-xla', 'lib-matmul')
 
 
 class _Variant(nn.Module):
   """The U-Net with its pooling ('window' | 'reshape') and up-sampling ('flax' | 'einsum') chosen."""
+
   num_classes: int
   widths: tuple
   bottleneck: int
@@ -53,31 +55,38 @@ class _Variant(nn.Module):
   def __call__(self, x):
     skips = []
     for w in self.widths:
-      x = unet_mod._Block(w, "instance", jnp.float32, "xla")(x, False)  # pylint: disable=protected-access
+      x = unet_mod._Block(w, 'instance', jnp.float32, 'xla')(x, False)  # pylint: disable=protected-access
       skips.append(x)
-      x = (nn.max_pool(x, (2, 2), strides=(2, 2)) if self.pool == "window"
-           else unet_mod._max_pool_2x2(x))  # pylint: disable=protected-access
-    x = unet_mod._Block(self.bottleneck, "instance", jnp.float32, "xla")(x, False)  # pylint: disable=protected-access
+      x = (
+        nn.max_pool(x, (2, 2), strides=(2, 2))
+        if self.pool == 'window'
+        else unet_mod._max_pool_2x2(x)
+      )  # pylint: disable=protected-access
+    x = unet_mod._Block(self.bottleneck, 'instance', jnp.float32, 'xla')(x, False)  # pylint: disable=protected-access
     for i, (w, s) in enumerate(zip(reversed(self.widths), reversed(skips))):
-      if self.up == "flax":
-        x = nn.ConvTranspose(w, (2, 2), strides=(2, 2), name=f"ConvTranspose_{i}")(x)
+      if self.up == 'flax':
+        x = nn.ConvTranspose(w, (2, 2), strides=(2, 2), name=f'ConvTranspose_{i}')(x)
       else:
-        x = unet_mod._UpConv(w, jnp.float32, name=f"ConvTranspose_{i}")(x)  # pylint: disable=protected-access
-      x = unet_mod._Block(w, "instance", jnp.float32, "xla")(jnp.concatenate([x, s], -1), False)  # pylint: disable=protected-access
+        x = unet_mod._UpConv(w, jnp.float32, name=f'ConvTranspose_{i}')(x)  # pylint: disable=protected-access
+      x = unet_mod._Block(w, 'instance', jnp.float32, 'xla')(jnp.concatenate([x, s], -1), False)  # pylint: disable=protected-access
     return nn.Conv(self.num_classes, (1, 1))(x)
 
 
 def make_model(variant: str, classes: int, widths, bottleneck: int):
-  if variant.startswith("lib-"):
-    return unet_mod.UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, conv_grads=variant[4:])
-  pool, up = {"window-flax": ("window", "flax"), "reshape-einsum": ("reshape", "einsum")}[variant]
+  if variant.startswith('lib-'):
+    return unet_mod.UNet(
+      num_classes=classes, widths=widths, bottleneck=bottleneck, conv_grads=variant[4:]
+    )
+  pool, up = {'window-flax': ('window', 'flax'), 'reshape-einsum': ('reshape', 'einsum')}[variant]
   return _Variant(classes, tuple(widths), bottleneck, pool, up)
 
 
 def parts(size: str, repeats: int, torch, tr) -> None:
   hw, channels, classes, widths, bottleneck, _ = common.SIZES[size]
   m = unet_mod.UNet(num_classes=classes, widths=widths, bottleneck=bottleneck)
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, hw, hw, channels + classes)), jnp.float32)
+  x = jnp.asarray(
+    np.random.default_rng(0).normal(size=(1, hw, hw, channels + classes)), jnp.float32
+  )
   params = jax.jit(m.init)(jax.random.key(0), x[:, :32, :32])
   fwd = jax.jit(m.apply)
   fwd_bwd = jax.jit(jax.grad(lambda p, x: jnp.mean(m.apply(p, x)[..., 1] ** 2)))
@@ -92,13 +101,18 @@ def parts(size: str, repeats: int, torch, tr) -> None:
     tm.zero_grad()
     (tm(xt)[:, 1] ** 2).mean().backward()
 
-  plain = unet_mod.UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm="none")
+  plain = unet_mod.UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='none')
   p_plain = jax.jit(plain.init)(jax.random.key(0), x[:, :32, :32])
   plain_fwd_bwd = jax.jit(jax.grad(lambda p, x: jnp.mean(plain.apply(p, x)[..., 1] ** 2)))
-  calls = {"yiplearn forward": lambda: jax.block_until_ready(fwd(params, x)), "torch forward": t_fwd,
-           "yiplearn forward + backward": lambda: jax.block_until_ready(fwd_bwd(params, x)),
-           "torch forward + backward": t_fwd_bwd,
-           "yiplearn forward + backward, no instance norm": lambda: jax.block_until_ready(plain_fwd_bwd(p_plain, x))}
+  calls = {
+    'yiplearn forward': lambda: jax.block_until_ready(fwd(params, x)),
+    'torch forward': t_fwd,
+    'yiplearn forward + backward': lambda: jax.block_until_ready(fwd_bwd(params, x)),
+    'torch forward + backward': t_fwd_bwd,
+    'yiplearn forward + backward, no instance norm': lambda: jax.block_until_ready(
+      plain_fwd_bwd(p_plain, x)
+    ),
+  }
   for f in calls.values():
     f()
   times = {k: [] for k in calls}
@@ -107,32 +121,37 @@ def parts(size: str, repeats: int, torch, tr) -> None:
       t0 = time.perf_counter()
       f()
       times[k].append(time.perf_counter() - t0)
-  print(f"\n| {size} U-Net | median s | min s |\n|---|---|---|")
+  print(f'\n| {size} U-Net | median s | min s |\n|---|---|---|')
   for k, t in times.items():
-    print(f"| {k} | {np.median(t):.3f} | {np.min(t):.3f} |")
-  print(f"\n{common.describe(common.machine())}")
+    print(f'| {k} | {np.median(t):.3f} | {np.min(t):.3f} |')
+  print(f'\n{common.describe(common.machine())}')
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--size", default="brain")
-  p.add_argument("--variants", default=",".join(VARIANTS))
-  p.add_argument("--repeats", type=int, default=7)
-  p.add_argument("--parts", action="store_true", help="time forward and forward + backward instead")
+  p.add_argument('--size', default='brain')
+  p.add_argument('--variants', default=','.join(VARIANTS))
+  p.add_argument('--repeats', type=int, default=7)
+  p.add_argument('--parts', action='store_true', help='time forward and forward + backward instead')
   args = p.parse_args()
-  (size,) = common.parse_sizes(args.size, "--size")
-  variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+  (size,) = common.parse_sizes(args.size, '--size')
+  variants = [v.strip() for v in args.variants.split(',') if v.strip()]
   if not variants or any(v not in VARIANTS for v in variants):
-    raise ValueError(f"--variants: got {args.variants!r}, expected a comma-separated subset of {VARIANTS}")
+    raise ValueError(
+      f'--variants: got {args.variants!r}, expected a comma-separated subset of {VARIANTS}'
+    )
   import torch  # pylint: disable=g-import-not-at-top
   import torch_reference as tr  # pylint: disable=g-import-not-at-top
-  warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+
+  warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   hw, channels, classes, widths, bottleneck, lr = common.SIZES[size]
-  hp = U.HParams(num_classes=classes, method="pi_mi", num_clicks=4, lr=lr).validate()
+  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=4, lr=lr).validate()
   tx = U.make_optimizer(hp)
   img = jnp.asarray(np.random.default_rng(1).normal(size=(hw, hw, channels)), jnp.float32)
-  cl = C.from_lists([(hw // 2, hw // 2), (5, 5)], [classes - 1, 0], 4, shape=(hw, hw), num_classes=classes)
+  cl = C.from_lists(
+    [(hw // 2, hw // 2), (5, 5)], [classes - 1, 0], 4, shape=(hw, hw), num_classes=classes
+  )
   c1 = C.select(cl, jnp.arange(4) <= 1)
   xp, xc = U.make_input(hp, img, C.select(cl, jnp.arange(4) < 1)), U.make_input(hp, img, c1)
   if args.parts:
@@ -141,15 +160,17 @@ def main() -> None:
   for v in variants:
     m = make_model(v, classes, widths, bottleneck)
     params = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
-    f = jax.jit(lambda s, m=m: U.mi_step(m.apply, tx, hp, s, xp, xc, c1, jnp.int32(1))[0], donate_argnums=0)
+    f = jax.jit(
+      lambda s, m=m: U.mi_step(m.apply, tx, hp, s, xp, xc, c1, jnp.int32(1))[0], donate_argnums=0
+    )
     t0 = time.perf_counter()
     fns[v] = [f, jax.block_until_ready(f(U.init_state(params, hp, tx)))]
-    print(f"{v}: compile + first step {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f'{v}: compile + first step {time.perf_counter() - t0:.1f} s', flush=True)
   ad = tr.Adapter(tr.UNet(channels + classes, classes, widths, bottleneck), classes, lr)
   to_t = lambda x: torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(2, 0, 1)[None]))
   xpt, xct = to_t(xp), to_t(xc)
   ad.mi_step(xpt, xct, (5, 5), 0)
-  times = {v: [] for v in variants + ["torch"]}
+  times = {v: [] for v in variants + ['torch']}
   for _ in range(args.repeats):
     for v in variants:
       t0 = time.perf_counter()
@@ -157,12 +178,14 @@ def main() -> None:
       times[v].append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     ad.mi_step(xpt, xct, (5, 5), 0)
-    times["torch"].append(time.perf_counter() - t0)
-  print(f"\n| {size} MI step | median s | min s | min / torch min |\n|---|---|---|---|")
+    times['torch'].append(time.perf_counter() - t0)
+  print(f'\n| {size} MI step | median s | min s | min / torch min |\n|---|---|---|---|')
   for v, t in times.items():
-    print(f"| {v} | {np.median(t):.3f} | {np.min(t):.3f} | {np.min(t) / np.min(times['torch']):.2f} |")
-  print(f"\n{common.describe(common.machine())}")
+    print(
+      f'| {v} | {np.median(t):.3f} | {np.min(t):.3f} | {np.min(t) / np.min(times["torch"]):.2f} |'
+    )
+  print(f'\n{common.describe(common.machine())}')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

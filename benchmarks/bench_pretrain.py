@@ -25,6 +25,7 @@ Run:
   python benchmarks/bench_pretrain.py --sizes small,brain --steps 3 \\
       --out benchmarks/results/pretrain_cpu.json --md benchmarks/results/pretrain_cpu.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,6 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common as bc  # noqa: E402
@@ -49,7 +49,9 @@ def size_config(size: str, batch: int | None):
   """(config, image channels) of the LGG pre-training at `size`, batch from the config unless given."""
   hw, channels, classes, widths, bottleneck, _ = bc.SIZES[size]
   paper = widths == bc.PAPER_WIDTHS
-  config = interactive_lgg.get_config(f'stage=pretrain,size={hw}' + (',paper_model' if paper else ''))
+  config = interactive_lgg.get_config(
+    f'stage=pretrain,size={hw}' + (',paper_model' if paper else '')
+  )
   config.num_classes = classes
   config.model.widths, config.model.bottleneck = tuple(widths), int(bottleneck)
   if batch:
@@ -75,8 +77,9 @@ def synthetic_batch(rng: np.random.Generator, batch: int, hw: int, channels: int
   return images, masks
 
 
-def bench_size(size: str, *, batch: int | None, steps: int, warmup: int, devices: int | None,
-               peak: dict | None) -> dict:
+def bench_size(
+  size: str, *, batch: int | None, steps: int, warmup: int, devices: int | None, peak: dict | None
+) -> dict:
   config, channels = size_config(size, batch)
   hw, _, classes = bc.SIZES[size][:3]
   bsz = int(config.optim.batch_size)
@@ -85,7 +88,9 @@ def bench_size(size: str, *, batch: int | None, steps: int, warmup: int, devices
   model = seg_common.make_unet(config.model, classes)
   tx = pretrain.make_optimizer(config.optim)
   key = jax.random.PRNGKey(0)
-  state = jax.block_until_ready(pretrain.init_state(config, model, channels, classes, tx, jax.random.fold_in(key, 0)))
+  state = jax.block_until_ready(
+    pretrain.init_state(config, model, channels, classes, tx, jax.random.fold_in(key, 0))
+  )
   build_s = time.perf_counter() - t0
   n_params = int(sum(a.size for a in jax.tree_util.tree_leaves(state.params)))
 
@@ -93,12 +98,15 @@ def bench_size(size: str, *, batch: int | None, steps: int, warmup: int, devices
   mesh = None
   if mesh_supported:  # the data-parallel step of the experiment (a 1-device mesh on one device)
     from yiplearn import parallel  # pylint: disable=g-import-not-at-top
+
     mesh = parallel.make_mesh(devices if devices else -1)
     parallel.check_divisible('--batch (optim.batch_size)', bsz, mesh)
     rep, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     state, key = jax.device_put((state, key), rep)
     put = lambda im, m: (jax.device_put(im, bsh), jax.device_put(m, bsh))  # noqa: E731
-    step_fn = pretrain.make_train_step(model.apply, tx, num_classes=classes, config=config, mesh=mesh)
+    step_fn = pretrain.make_train_step(
+      model.apply, tx, num_classes=classes, config=config, mesh=mesh
+    )
   else:
     put = lambda im, m: (jax.device_put(im), jax.device_put(m))  # noqa: E731
     step_fn = pretrain.make_train_step(model.apply, tx, num_classes=classes, config=config)
@@ -130,37 +138,88 @@ def bench_size(size: str, *, batch: int | None, steps: int, warmup: int, devices
     if i >= warmup:
       times.append(time.perf_counter() - t)
   med = float(np.median(times))
-  row = {'size': size, 'hw': [hw, hw], 'image_channels': channels, 'classes': classes,
-         'widths': list(config.model.widths), 'bottleneck': int(config.model.bottleneck), 'params': n_params,
-         'batch': bsz, 'max_clicks': int(config.clicks.max_clicks), 'devices': n_dev,
-         'mesh_supported': mesh_supported, 'build_s': build_s, 'trace_s': t1 - t0, 'compile_s': t2 - t1,
-         'warmup': warmup, 'times_s': times, 'n': steps, 'median_step_s': med,
-         'p90_step_s': float(np.percentile(times, 90)), 'images_per_s': bsz / med,
-         'images_per_s_mean': bsz * len(times) / sum(times), 'flop_per_step': flops,
-         'achieved_flops_per_s': None if flops is None else flops / med,
-         'peak_fraction': None if (flops is None or not peak) else flops / med / peak['flops_per_s'] / n_dev,
-         'final_loss': float(metrics['loss']), 'skipped': int(state.skipped),
-         'load_before': load_before, 'load_after': bc.load_avg()}
-  print(f"  {size}: batch {bsz} on {n_dev} device(s), compile {row['compile_s']:.1f} s, "
-        f"{med:.3f} s/step, {row['images_per_s']:.2f} images/s (load {row['load_after'][0]:.2f})", flush=True)
+  row = {
+    'size': size,
+    'hw': [hw, hw],
+    'image_channels': channels,
+    'classes': classes,
+    'widths': list(config.model.widths),
+    'bottleneck': int(config.model.bottleneck),
+    'params': n_params,
+    'batch': bsz,
+    'max_clicks': int(config.clicks.max_clicks),
+    'devices': n_dev,
+    'mesh_supported': mesh_supported,
+    'build_s': build_s,
+    'trace_s': t1 - t0,
+    'compile_s': t2 - t1,
+    'warmup': warmup,
+    'times_s': times,
+    'n': steps,
+    'median_step_s': med,
+    'p90_step_s': float(np.percentile(times, 90)),
+    'images_per_s': bsz / med,
+    'images_per_s_mean': bsz * len(times) / sum(times),
+    'flop_per_step': flops,
+    'achieved_flops_per_s': None if flops is None else flops / med,
+    'peak_fraction': None
+    if (flops is None or not peak)
+    else flops / med / peak['flops_per_s'] / n_dev,
+    'final_loss': float(metrics['loss']),
+    'skipped': int(state.skipped),
+    'load_before': load_before,
+    'load_after': bc.load_avg(),
+  }
+  print(
+    f'  {size}: batch {bsz} on {n_dev} device(s), compile {row["compile_s"]:.1f} s, '
+    f'{med:.3f} s/step, {row["images_per_s"]:.2f} images/s (load {row["load_after"][0]:.2f})',
+    flush=True,
+  )
   return row
 
 
-COLS = [('size', 'size'), ('hw_s', 'H x W'), ('params', 'params'), ('batch', 'batch'), ('devices', 'devices'),
-        ('trace_s', 'trace s'), ('compile_s', 'compile s'), ('median_step_s', 'median s / step'),
-        ('p90_step_s', 'p90 s / step'), ('n', 'n'), ('images_per_s', 'images / s'),
-        ('gflop_per_step', 'GFLOP / step (XLA)'), ('peak_pct', '% of matmul peak')]
+COLS = [
+  ('size', 'size'),
+  ('hw_s', 'H x W'),
+  ('params', 'params'),
+  ('batch', 'batch'),
+  ('devices', 'devices'),
+  ('trace_s', 'trace s'),
+  ('compile_s', 'compile s'),
+  ('median_step_s', 'median s / step'),
+  ('p90_step_s', 'p90 s / step'),
+  ('n', 'n'),
+  ('images_per_s', 'images / s'),
+  ('gflop_per_step', 'GFLOP / step (XLA)'),
+  ('peak_pct', '% of matmul peak'),
+]
 
 
 def markdown(rows: list[dict], mach: dict, peak: dict | None, argv: list[str]) -> str:
-  view = [dict(r, hw_s=f"{r['hw'][0]}x{r['hw'][1]}",
-               gflop_per_step=None if r['flop_per_step'] is None else r['flop_per_step'] / 1e9,
-               peak_pct=None if r['peak_fraction'] is None else 100 * r['peak_fraction']) for r in rows]
-  out = ['# Click pre-training throughput', '', f"Command: `python {' '.join(argv)}`", '',
-         bc.markdown_table(view, COLS, digits=4), bc.describe(mach)
-         + (f" Measured f32 matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s per device (n={peak['n']}, "
-            "median)." if peak else ''),
-         f"Load average at start {bc.fmt_load(mach['load_start'])}, at end {bc.fmt_load(mach['load_end'])}."]
+  view = [
+    dict(
+      r,
+      hw_s=f'{r["hw"][0]}x{r["hw"][1]}',
+      gflop_per_step=None if r['flop_per_step'] is None else r['flop_per_step'] / 1e9,
+      peak_pct=None if r['peak_fraction'] is None else 100 * r['peak_fraction'],
+    )
+    for r in rows
+  ]
+  out = [
+    '# Click pre-training throughput',
+    '',
+    f'Command: `python {" ".join(argv)}`',
+    '',
+    bc.markdown_table(view, COLS, digits=4),
+    bc.describe(mach)
+    + (
+      f' Measured f32 matmul peak: {peak["flops_per_s"] / 1e9:.1f} GFLOP/s per device (n={peak["n"]}, '
+      'median).'
+      if peak
+      else ''
+    ),
+    f'Load average at start {bc.fmt_load(mach["load_start"])}, at end {bc.fmt_load(mach["load_end"])}.',
+  ]
   return '\n'.join(out) + '\n'
 
 
@@ -169,33 +228,57 @@ def main() -> None:
   p.add_argument('--sizes', default='small', help=f'comma-separated subset of {sorted(bc.SIZES)}')
   p.add_argument('--steps', type=int, default=5, help='timed steps per size')
   p.add_argument('--warmup', type=int, default=1, help='untimed steps after compilation')
-  p.add_argument('--batch', type=int, default=None, help='global batch size (default: the config\'s)')
-  p.add_argument('--devices', type=int, default=None, help='devices of the data-parallel mesh (default all; '
-                 'used when pretrain.make_train_step takes a mesh)')
+  p.add_argument(
+    '--batch', type=int, default=None, help="global batch size (default: the config's)"
+  )
+  p.add_argument(
+    '--devices',
+    type=int,
+    default=None,
+    help='devices of the data-parallel mesh (default all; '
+    'used when pretrain.make_train_step takes a mesh)',
+  )
   p.add_argument('--no_peak', action='store_true', help='skip the matmul peak measurement')
   p.add_argument('--out', default='bench_pretrain.json')
   p.add_argument('--md', default=None, help='also write the Markdown table here')
   args = p.parse_args()
   sizes = bc.parse_sizes(args.sizes)
   if args.steps < 1 or args.warmup < 0 or (args.batch is not None and args.batch < 1):
-    raise ValueError(f'--steps/--warmup/--batch: got {args.steps}/{args.warmup}/{args.batch}, '
-                     'expected >= 1 / >= 0 / >= 1')
+    raise ValueError(
+      f'--steps/--warmup/--batch: got {args.steps}/{args.warmup}/{args.batch}, '
+      'expected >= 1 / >= 0 / >= 1'
+    )
   if args.devices is not None and not 1 <= args.devices <= jax.device_count():
-    raise ValueError(f'--devices: got {args.devices}, expected 1..{jax.device_count()} (the devices available)')
+    raise ValueError(
+      f'--devices: got {args.devices}, expected 1..{jax.device_count()} (the devices available)'
+    )
   warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
   mach = bc.machine()
   mach['load_start'] = bc.load_avg()
-  print(f"machine: {mach['cpu_model']}, {mach['cpus_usable']} CPUs, jax {mach['jax']} {mach['devices']}, "
-        f"load {bc.fmt_load(mach['load_start'])}", flush=True)
+  print(
+    f'machine: {mach["cpu_model"]}, {mach["cpus_usable"]} CPUs, jax {mach["jax"]} {mach["devices"]}, '
+    f'load {bc.fmt_load(mach["load_start"])}',
+    flush=True,
+  )
   peak = None if args.no_peak else bc.measure_matmul_peak(2048, repeats=5)
   argv = [os.path.relpath(os.path.abspath(__file__), bc.REPO)] + sys.argv[1:]
   rows = []
   for size in sizes:  # written after every size, so a stopped run keeps what it measured
-    rows.append(bench_size(size, batch=args.batch, steps=args.steps, warmup=args.warmup, devices=args.devices,
-                           peak=peak))
+    rows.append(
+      bench_size(
+        size,
+        batch=args.batch,
+        steps=args.steps,
+        warmup=args.warmup,
+        devices=args.devices,
+        peak=peak,
+      )
+    )
     mach['load_end'] = bc.load_avg()
     table = markdown(rows, mach, peak, argv)
-    bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows}, table)
+    bc.save_results(
+      args.out, args.md, {'machine': mach, 'argv': argv, 'matmul_peak': peak, 'rows': rows}, table
+    )
   bc.print_results(table, args.out, args.md)
 
 

@@ -19,6 +19,7 @@ Run (PyTorch for benchmarks only: `pip install -r benchmarks/requirements.txt`):
   python benchmarks/bench_vs_torch.py --sizes small,brain --repeats 7 --out benchmarks/results/vs_torch_cpu.json \
       --md benchmarks/results/vs_torch_cpu.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,18 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
-import common  # noqa: E402
-from common import SIZES  # noqa: E402
 from bench_interactive import synthetic_case  # noqa: E402
+from common import SIZES  # noqa: E402
+
 from yiplearn import clicks as clicks_lib  # noqa: E402
 from yiplearn.interactive import updates as U  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
-PAPER_GPU = {"mi": 0.05, "pi": 0.09}  # s per update, A5000 (the paper)
+PAPER_GPU = {'mi': 0.05, 'pi': 0.09}  # s per update, A5000 (the paper)
 
 
 def unet_forward_flops(hw: int, cin: int, classes: int, widths, bottleneck: int) -> float:
@@ -63,6 +64,7 @@ def unet_forward_flops(hw: int, cin: int, classes: int, widths, bottleneck: int)
 
 def torch_matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
+
   a, b = torch.randn(n, n), torch.randn(n, n)
   torch.mm(a, b)
   times = []
@@ -70,21 +72,28 @@ def torch_matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
     t0 = time.perf_counter()
     torch.mm(a, b)
     times.append(time.perf_counter() - t0)
-  return {"n": n, "median_s": float(np.median(times)), "flops_per_s": 2.0 * n ** 3 / float(np.median(times))}
+  return {
+    'n': n,
+    'median_s': float(np.median(times)),
+    'flops_per_s': 2.0 * n**3 / float(np.median(times)),
+  }
 
 
 def bench_size(name: str, repeats: int, warmup: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import torch_reference as tr  # pylint: disable=g-import-not-at-top
+
   size, channels, classes, widths, bottleneck, lr = SIZES[name]
-  model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm="instance")
-  hp = U.HParams(num_classes=classes, method="pi_mi", num_clicks=10, lr=lr).validate()
+  model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
+  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=10, lr=lr).validate()
   tx = U.make_optimizer(hp)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
   image, gt = synthetic_case(size, channels, classes)
   c1 = (int(0.45 * size), int(0.55 * size))
   c2 = (size // 10, size // 10)
-  cl = clicks_lib.from_lists([c1, c2], [classes - 1, 0], hp.num_clicks, shape=(size, size), num_classes=classes)
+  cl = clicks_lib.from_lists(
+    [c1, c2], [classes - 1, 0], hp.num_clicks, shape=(size, size), num_classes=classes
+  )
   t = 1
   cur = clicks_lib.select(cl, jnp.arange(hp.num_clicks) <= t)
   x_prev = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(hp.num_clicks) < t))
@@ -94,18 +103,26 @@ def bench_size(name: str, repeats: int, warmup: int) -> dict:
 
   tmodel = tr.UNet(channels + classes, classes, widths, bottleneck)
   tr.load_flax_params(tmodel, params)
-  adapter = tr.Adapter(tmodel, classes, lr, beta=hp.beta, ccg_sigma=hp.ccg_sigma, pi_clicks=hp.num_clicks)
-  mi = jax.jit(lambda s: U.mi_step(model.apply, tx, hp, s, x_prev, x_cur, cur, jnp.int32(t)), donate_argnums=0)
+  adapter = tr.Adapter(
+    tmodel, classes, lr, beta=hp.beta, ccg_sigma=hp.ccg_sigma, pi_clicks=hp.num_clicks
+  )
+  mi = jax.jit(
+    lambda s: U.mi_step(model.apply, tx, hp, s, x_prev, x_cur, cur, jnp.int32(t)), donate_argnums=0
+  )
   state = U.init_state(params, hp, tx)
   t0 = time.perf_counter()
   state, loss_j = jax.block_until_ready(mi(state))
   mi_compile = time.perf_counter() - t0
   loss_t = adapter.mi_step(xp_t, xc_t, c2, 0)
   rel = abs(float(loss_j) - loss_t) / max(abs(loss_t), 1e-12)
-  print(f"  {name}: same first MI loss: yiplearn {float(loss_j):.6f}, torch {loss_t:.6f} (rel diff {rel:.1e})",
-        flush=True)
+  print(
+    f'  {name}: same first MI loss: yiplearn {float(loss_j):.6f}, torch {loss_t:.6f} (rel diff {rel:.1e})',
+    flush=True,
+  )
   if rel > 1e-4:
-    raise RuntimeError(f"{name}: the two implementations disagree on the MI loss (rel diff {rel:.2e})")
+    raise RuntimeError(
+      f'{name}: the two implementations disagree on the MI loss (rel diff {rel:.2e})'
+    )
 
   img_np, gt_np = np.asarray(image), np.asarray(gt)
   pi = jax.jit(lambda s, k: U.pi_step(model.apply, tx, hp, s, image, cl, gt, k), donate_argnums=0)
@@ -114,56 +131,85 @@ def bench_size(name: str, repeats: int, warmup: int) -> dict:
   pi_compile = time.perf_counter() - t0
   adapter.pi_step(img_np, c1, classes - 1, gt_np)
 
-  holder = {"state": state}
+  holder = {'state': state}
 
   def j_mi():
-    holder["state"] = jax.block_until_ready(mi(holder["state"])[0])
+    holder['state'] = jax.block_until_ready(mi(holder['state'])[0])
 
   def j_pi(i):
-    holder["state"] = jax.block_until_ready(pi(holder["state"], jax.random.key(i))[0])
+    holder['state'] = jax.block_until_ready(pi(holder['state'], jax.random.key(i))[0])
 
-  times = {k: [] for k in ("mi_yiplearn", "mi_torch", "pi_yiplearn", "pi_torch")}
+  times = {k: [] for k in ('mi_yiplearn', 'mi_torch', 'pi_yiplearn', 'pi_torch')}
   for i in range(warmup + repeats):
-    for key, fn in (("mi_yiplearn", j_mi), ("mi_torch", lambda: adapter.mi_step(xp_t, xc_t, c2, 0)),
-                    ("pi_yiplearn", lambda: j_pi(i)),
-                    ("pi_torch", lambda: adapter.pi_step(img_np, c1, classes - 1, gt_np))):
+    for key, fn in (
+      ('mi_yiplearn', j_mi),
+      ('mi_torch', lambda: adapter.mi_step(xp_t, xc_t, c2, 0)),
+      ('pi_yiplearn', lambda: j_pi(i)),
+      ('pi_torch', lambda: adapter.pi_step(img_np, c1, classes - 1, gt_np)),
+    ):
       t0 = time.perf_counter()
       fn()
       if i >= warmup:
         times[key].append(time.perf_counter() - t0)
   fwd = unet_forward_flops(size, channels + classes, classes, widths, bottleneck)
-  row = {"size": name, "hw": size, "in_channels": channels + classes, "classes": classes, "widths": list(widths),
-         "bottleneck": bottleneck, "forward_gflop": fwd / 1e9, "mi_loss_rel_diff": rel,
-         "mi_compile_s": mi_compile, "pi_compile_s": pi_compile, "times_s": times}
+  row = {
+    'size': name,
+    'hw': size,
+    'in_channels': channels + classes,
+    'classes': classes,
+    'widths': list(widths),
+    'bottleneck': bottleneck,
+    'forward_gflop': fwd / 1e9,
+    'mi_loss_rel_diff': rel,
+    'mi_compile_s': mi_compile,
+    'pi_compile_s': pi_compile,
+    'times_s': times,
+  }
   for key, ts in times.items():
-    row[key] = {"median_s": float(np.median(ts)), "min_s": float(np.min(ts)), "n": len(ts)}
-    row[key]["gflops"] = (4 if key.startswith("mi") else 6) * fwd / 1e9 / row[key]["median_s"]
-  for phase in ("mi", "pi"):
-    row[f"{phase}_ratio"] = row[f"{phase}_yiplearn"]["median_s"] / row[f"{phase}_torch"]["median_s"]
-  row["load_after"] = os.getloadavg()
-  print(f"  {name}: MI {row['mi_yiplearn']['median_s']:.4f} s vs torch {row['mi_torch']['median_s']:.4f} s "
-        f"(ratio {row['mi_ratio']:.2f}); PI {row['pi_yiplearn']['median_s']:.4f} s vs torch "
-        f"{row['pi_torch']['median_s']:.4f} s (ratio {row['pi_ratio']:.2f})", flush=True)
+    row[key] = {'median_s': float(np.median(ts)), 'min_s': float(np.min(ts)), 'n': len(ts)}
+    row[key]['gflops'] = (4 if key.startswith('mi') else 6) * fwd / 1e9 / row[key]['median_s']
+  for phase in ('mi', 'pi'):
+    row[f'{phase}_ratio'] = row[f'{phase}_yiplearn']['median_s'] / row[f'{phase}_torch']['median_s']
+  row['load_after'] = os.getloadavg()
+  print(
+    f'  {name}: MI {row["mi_yiplearn"]["median_s"]:.4f} s vs torch {row["mi_torch"]["median_s"]:.4f} s '
+    f'(ratio {row["mi_ratio"]:.2f}); PI {row["pi_yiplearn"]["median_s"]:.4f} s vs torch '
+    f'{row["pi_torch"]["median_s"]:.4f} s (ratio {row["pi_ratio"]:.2f})',
+    flush=True,
+  )
   return row
 
 
-def grad_check(name: str = "small") -> list[dict]:
+def grad_check(name: str = 'small') -> list[dict]:
   """Per-parameter gradients of the MI loss: yiplearn float32 and torch float32 against torch float64, the
   maximum absolute difference relative to the largest float64 gradient of that parameter."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch_reference as tr  # pylint: disable=g-import-not-at-top
+
   size, channels, classes, widths, bottleneck, lr = SIZES[name]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck)
-  hp = U.HParams(num_classes=classes, method="pi_mi", num_clicks=4, lr=lr).validate()
+  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=4, lr=lr).validate()
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
-  image = jnp.asarray(np.random.default_rng(1).normal(size=(size, size, channels)), jnp.float32)  # pure noise
-  cl = clicks_lib.from_lists([(size // 2 - 2, size // 2 - 2), (5, 5)], [classes - 1, 0], 4, shape=(size, size),
-                             num_classes=classes)
+  image = jnp.asarray(
+    np.random.default_rng(1).normal(size=(size, size, channels)), jnp.float32
+  )  # pure noise
+  cl = clicks_lib.from_lists(
+    [(size // 2 - 2, size // 2 - 2), (5, 5)],
+    [classes - 1, 0],
+    4,
+    shape=(size, size),
+    num_classes=classes,
+  )
   cur = clicks_lib.select(cl, jnp.arange(4) <= 1)
-  x_prev, x_cur = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(4) < 1)), U.make_input(hp, image, cur)
+  x_prev, x_cur = (
+    U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(4) < 1)),
+    U.make_input(hp, image, cur),
+  )
   pseudo = jnp.argmax(U.predict(model.apply, params, x_cur), -1)
   newest = clicks_lib.select(cl, jnp.arange(4) == 1)
-  g_jax = jax.grad(lambda p: U.mi_loss_from_logits(hp, U.predict(model.apply, p, x_prev), pseudo, newest))(params)
+  g_jax = jax.grad(
+    lambda p: U.mi_loss_from_logits(hp, U.predict(model.apply, p, x_prev), pseudo, newest)
+  )(params)
   as_torch = tr.UNet(channels + classes, classes, widths, bottleneck)
   tr.load_flax_params(as_torch, g_jax)  # the flax gradient tree in torch's layout
   xt = torch.from_numpy(np.ascontiguousarray(np.asarray(x_prev).transpose(2, 0, 1)[None]))
@@ -175,70 +221,98 @@ def grad_check(name: str = "small") -> list[dict]:
     tm = tm.to(dtype)
     logits = tm(xt.to(dtype))
     loss = tr.dice_focal(logits, target, classes) + hp.beta * tr.ccg_loss(
-        logits, target, np.asarray([(5, 5)]), np.asarray([0]), hp.ccg_sigma)
+      logits, target, np.asarray([(5, 5)]), np.asarray([0]), hp.ccg_sigma
+    )
     loss.backward()
     grads[dtype] = {n: p.grad.double() for n, p in tm.named_parameters()}
   rows = []
   for (n, g64), gj in zip(grads[torch.float64].items(), as_torch.parameters()):
     scale = float(g64.abs().max()) or 1.0
-    rows.append({"param": n, "yiplearn_f32": float((gj.detach().double() - g64).abs().max()) / scale,
-                 "torch_f32": float((grads[torch.float32][n] - g64).abs().max()) / scale})
+    rows.append(
+      {
+        'param': n,
+        'yiplearn_f32': float((gj.detach().double() - g64).abs().max()) / scale,
+        'torch_f32': float((grads[torch.float32][n] - g64).abs().max()) / scale,
+      }
+    )
   return rows
 
 
 def markdown(rows: list[dict], mach: dict, peaks: dict) -> str:
-  lines = ["| size | phase | yiplearn median s | torch median s | ratio (yiplearn / torch) | yiplearn GFLOP/s "
-           "(% of jnp.dot peak) | torch GFLOP/s (% of torch.mm peak) | paper A5000 s |",
-           "|---|---|---|---|---|---|---|---|"]
-  jp, tp = peaks["jax"]["flops_per_s"] / 1e9, peaks["torch"]["flops_per_s"] / 1e9
+  lines = [
+    '| size | phase | yiplearn median s | torch median s | ratio (yiplearn / torch) | yiplearn GFLOP/s '
+    '(% of jnp.dot peak) | torch GFLOP/s (% of torch.mm peak) | paper A5000 s |',
+    '|---|---|---|---|---|---|---|---|',
+  ]
+  jp, tp = peaks['jax']['flops_per_s'] / 1e9, peaks['torch']['flops_per_s'] / 1e9
   for r in rows:
-    for phase, label in (("mi", "MI step"), ("pi", "PI update")):
-      j, t = r[f"{phase}_yiplearn"], r[f"{phase}_torch"]
-      lines.append(f"| {r['size']} {r['hw']}x{r['hw']} | {label} | {j['median_s']:.4f} | {t['median_s']:.4f} | "
-                   f"{r[f'{phase}_ratio']:.2f} | {j['gflops']:.1f} ({100 * j['gflops'] / jp:.0f}%) | "
-                   f"{t['gflops']:.1f} ({100 * t['gflops'] / tp:.0f}%) | {PAPER_GPU[phase]} |")
-  lines.append("")
-  lines.append(f"Matmul peak (2048^2 f32, median): jnp.dot {jp:.1f} GFLOP/s, torch.mm {tp:.1f} GFLOP/s. "
-               f"{common.describe(mach)}")
-  return "\n".join(lines) + "\n"
+    for phase, label in (('mi', 'MI step'), ('pi', 'PI update')):
+      j, t = r[f'{phase}_yiplearn'], r[f'{phase}_torch']
+      lines.append(
+        f'| {r["size"]} {r["hw"]}x{r["hw"]} | {label} | {j["median_s"]:.4f} | {t["median_s"]:.4f} | '
+        f'{r[f"{phase}_ratio"]:.2f} | {j["gflops"]:.1f} ({100 * j["gflops"] / jp:.0f}%) | '
+        f'{t["gflops"]:.1f} ({100 * t["gflops"] / tp:.0f}%) | {PAPER_GPU[phase]} |'
+      )
+  lines.append('')
+  lines.append(
+    f'Matmul peak (2048^2 f32, median): jnp.dot {jp:.1f} GFLOP/s, torch.mm {tp:.1f} GFLOP/s. '
+    f'{common.describe(mach)}'
+  )
+  return '\n'.join(lines) + '\n'
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--sizes", default="small", help=f"comma-separated subset of {sorted(SIZES)}")
-  p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--warmup", type=int, default=1)
-  p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: the usable CPUs)")
-  p.add_argument("--out", default="bench_vs_torch.json")
-  p.add_argument("--md", default=None)
-  p.add_argument("--check_grads", action="store_true",
-                 help="only compare float32 gradients of both against float64 torch at the small size")
+  p.add_argument('--sizes', default='small', help=f'comma-separated subset of {sorted(SIZES)}')
+  p.add_argument('--repeats', type=int, default=5)
+  p.add_argument('--warmup', type=int, default=1)
+  p.add_argument(
+    '--threads', type=int, default=0, help='torch intra-op threads (0: the usable CPUs)'
+  )
+  p.add_argument('--out', default='bench_vs_torch.json')
+  p.add_argument('--md', default=None)
+  p.add_argument(
+    '--check_grads',
+    action='store_true',
+    help='only compare float32 gradients of both against float64 torch at the small size',
+  )
   args = p.parse_args()
   if args.check_grads:
-    print("| parameter | yiplearn f32 vs f64 | torch f32 vs f64 |\n|---|---|---|")
+    print('| parameter | yiplearn f32 vs f64 | torch f32 vs f64 |\n|---|---|---|')
     for r in grad_check():
-      print(f"| {r['param']} | {r['yiplearn_f32']:.1e} | {r['torch_f32']:.1e} |")
+      print(f'| {r["param"]} | {r["yiplearn_f32"]:.1e} | {r["torch_f32"]:.1e} |')
     return
   sizes = common.parse_sizes(args.sizes)
   if args.repeats < 1 or args.warmup < 0:
-    raise ValueError(f"--repeats/--warmup: got {args.repeats}/{args.warmup}, expected >= 1 / >= 0")
+    raise ValueError(f'--repeats/--warmup: got {args.repeats}/{args.warmup}, expected >= 1 / >= 0')
   import torch  # pylint: disable=g-import-not-at-top
+
   torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-  warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+  warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
   mach = common.machine()
-  mach["torch"] = torch.__version__
-  mach["torch_threads"] = torch.get_num_threads()
-  peaks = {"jax": common.measure_matmul_peak(), "torch": torch_matmul_peak()}
+  mach['torch'] = torch.__version__
+  mach['torch_threads'] = torch.get_num_threads()
+  peaks = {'jax': common.measure_matmul_peak(), 'torch': torch_matmul_peak()}
   rows = []
   for s in sizes:
     rows.append(bench_size(s, args.repeats, args.warmup))
-    peaks["torch_end"], peaks["jax_end"] = torch_matmul_peak(), common.measure_matmul_peak()
-    mach["load_end"] = common.load_avg()
+    peaks['torch_end'], peaks['jax_end'] = torch_matmul_peak(), common.measure_matmul_peak()
+    mach['load_end'] = common.load_avg()
     table = markdown(rows, mach, peaks)
-    common.save_results(args.out, args.md, {"machine": mach, "argv": sys.argv, "matmul_peaks": peaks, "rows": rows,
-                                            "paper_gpu_s": PAPER_GPU}, table)
+    common.save_results(
+      args.out,
+      args.md,
+      {
+        'machine': mach,
+        'argv': sys.argv,
+        'matmul_peaks': peaks,
+        'rows': rows,
+        'paper_gpu_s': PAPER_GPU,
+      },
+      table,
+    )
   common.print_results(table, args.out, args.md)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

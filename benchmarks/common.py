@@ -9,6 +9,7 @@ Import from a script that put the repository root on ``sys.path``::
 
 Nothing here is used by the library; benchmarks never run inside the test suite's timing.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +33,9 @@ PAPER_WIDTHS, PAPER_BOTTLENECK = (12, 72, 144, 288), 576
 # The interactive U-Net's benchmark sizes: name -> (H = W, image channels, classes, widths, bottleneck, Adam lr).
 # brain / fundus are the paper's (widths (12, 72, 144, 288) + 576); small is the CPU quick-run model.
 SIZES = {
-    'brain': (256, 1, 2, PAPER_WIDTHS, PAPER_BOTTLENECK, 5e-5),
-    'fundus': (512, 3, 3, PAPER_WIDTHS, PAPER_BOTTLENECK, 1e-4),
-    'small': (64, 1, 2, (8, 16, 32, 64), 128, 5e-5),
+  'brain': (256, 1, 2, PAPER_WIDTHS, PAPER_BOTTLENECK, 5e-5),
+  'fundus': (512, 3, 3, PAPER_WIDTHS, PAPER_BOTTLENECK, 1e-4),
+  'small': (64, 1, 2, (8, 16, 32, 64), 128, 5e-5),
 }
 
 
@@ -57,8 +59,10 @@ def fmt_load(load: Sequence[float]) -> str:
 def cpu_model() -> str:
   try:
     with open('/proc/cpuinfo') as f:
-      return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')),
-                  platform.processor())
+      return next(
+        (ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')),
+        platform.processor(),
+      )
   except OSError:
     return platform.processor()
 
@@ -66,10 +70,17 @@ def cpu_model() -> str:
 def git_revision() -> dict[str, Any] | None:
   """The checkout's commit and whether tracked files differ from it (None outside a git checkout)."""
   try:
-    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True, timeout=10,
-                          check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
-                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    head = subprocess.run(
+      ['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ['git', 'status', '--porcelain', '--untracked-files=no'],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=10,
+      check=True,
+    ).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return None
   return {'commit': head, 'modified_files': dirty.splitlines()}
@@ -80,25 +91,38 @@ def machine() -> dict[str, Any]:
   the git commit (with the tracked files modified in the checkout)."""
   try:
     import jaxlib  # pylint: disable=g-import-not-at-top
+
     jaxlib_version = getattr(jaxlib, '__version__', None)
   except ImportError:
     jaxlib_version = None
   devices = jax.devices()
-  return {'platform': platform.platform(), 'python': platform.python_version(), 'cpu_model': cpu_model(),
-          'cpu_count': os.cpu_count(),
-          'cpus_usable': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
-          'load_avg': load_avg(), 'jax': jax.__version__, 'jaxlib': jaxlib_version,
-          'backend': jax.default_backend(), 'devices': [str(d) for d in devices],
-          'device_kind': devices[0].device_kind if devices else None,
-          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'git': git_revision()}
+  return {
+    'platform': platform.platform(),
+    'python': platform.python_version(),
+    'cpu_model': cpu_model(),
+    'cpu_count': os.cpu_count(),
+    'cpus_usable': len(os.sched_getaffinity(0))
+    if hasattr(os, 'sched_getaffinity')
+    else os.cpu_count(),
+    'load_avg': load_avg(),
+    'jax': jax.__version__,
+    'jaxlib': jaxlib_version,
+    'backend': jax.default_backend(),
+    'devices': [str(d) for d in devices],
+    'device_kind': devices[0].device_kind if devices else None,
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'git': git_revision(),
+  }
 
 
 def describe(mach: dict[str, Any]) -> str:
   """One Markdown line describing ``machine()``'s dict."""
-  return (f"Machine: {mach['cpu_model']}, {mach['cpus_usable']} usable of {mach['cpu_count']} CPUs, "
-          f"{mach['platform']}, jax {mach['jax']} ({mach['backend']}: {', '.join(mach['devices'])})"
-          + (f", XLA_FLAGS={mach['xla_flags']!r}" if mach.get('xla_flags') else '')
-          + f"; load average (1, 5, 15 min) {fmt_load(mach['load_avg'])}.")
+  return (
+    f'Machine: {mach["cpu_model"]}, {mach["cpus_usable"]} usable of {mach["cpu_count"]} CPUs, '
+    f'{mach["platform"]}, jax {mach["jax"]} ({mach["backend"]}: {", ".join(mach["devices"])})'
+    + (f', XLA_FLAGS={mach["xla_flags"]!r}' if mach.get('xla_flags') else '')
+    + f'; load average (1, 5, 15 min) {fmt_load(mach["load_avg"])}.'
+  )
 
 
 def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
@@ -116,12 +140,19 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
-  return {'first_s': first, 'median_s': float(np.median(times)), 'p90_s': float(np.percentile(times, 90)),
-          'min_s': float(min(times)), 'times_s': times, 'n': repeats}
+  return {
+    'first_s': first,
+    'median_s': float(np.median(times)),
+    'p90_s': float(np.percentile(times, 90)),
+    'min_s': float(min(times)),
+    'times_s': times,
+    'n': repeats,
+  }
 
 
-def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype: Any = jnp.float32,
-                        device: Any = None) -> dict[str, Any]:
+def measure_matmul_peak(
+  n: int = 2048, repeats: int = 5, dtype: Any = jnp.float32, device: Any = None
+) -> dict[str, Any]:
   """The machine's achievable matmul throughput: a jitted (n, n) @ (n, n) ``jnp.dot`` in ``dtype`` on one
   device (default the first), 2 n^3 FLOP per call; median of ``repeats`` timed calls after a compile and a
   warm-up call. ``flops_per_s`` uses the median time, ``best_flops_per_s`` the fastest call.
@@ -137,10 +168,19 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype: Any = jnp.float3
   b = jax.device_put(jax.random.normal(kb, (n, n), dtype), device)
   dot = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=dtype))
   t = time_calls(lambda: dot(a, b), repeats=repeats, warmup=1)
-  flops = 2.0 * n ** 3
-  return {'n': int(n), 'dtype': jnp.dtype(dtype).name, 'device': str(device), 'flop_per_call': flops,
-          'median_s': t['median_s'], 'min_s': t['min_s'], 'flops_per_s': flops / t['median_s'],
-          'best_flops_per_s': flops / t['min_s'], 'repeats': int(repeats), 'load_avg': load_avg()}
+  flops = 2.0 * n**3
+  return {
+    'n': int(n),
+    'dtype': jnp.dtype(dtype).name,
+    'device': str(device),
+    'flop_per_call': flops,
+    'median_s': t['median_s'],
+    'min_s': t['min_s'],
+    'flops_per_s': flops / t['median_s'],
+    'best_flops_per_s': flops / t['min_s'],
+    'repeats': int(repeats),
+    'load_avg': load_avg(),
+  }
 
 
 # ---- memory ------------------------------------------------------------------------------------------------
@@ -179,7 +219,9 @@ def peak_rss_mb() -> float:
   back to ``getrusage``'s ru_maxrss (since process start) where /proc is missing."""
   kb = _status_kb('VmHWM')
   if kb is None:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 / 1024 if sys.platform == 'darwin' else 1)
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+      1 / 1024 if sys.platform == 'darwin' else 1
+    )
   return kb / 1024.0
 
 
@@ -206,8 +248,9 @@ def emit_result(obj: Any) -> None:
   print(RESULT_TAG + json.dumps(obj), flush=True)
 
 
-def run_worker(argv: Sequence[str], *, timeout: float | None = None, env: dict[str, str] | None = None
-               ) -> dict[str, Any]:
+def run_worker(
+  argv: Sequence[str], *, timeout: float | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
   """Runs ``python argv...`` in a fresh process from the repository root and returns the dict it printed
   with :func:`emit_result`, plus 'spawn_s' (wall time from just before the spawn to the process's exit) and
   'spawn_time' (``time.time()`` just before the spawn, to compare with timestamps the worker records).
@@ -216,16 +259,21 @@ def run_worker(argv: Sequence[str], *, timeout: float | None = None, env: dict[s
   """
   cmd = [sys.executable, *argv]
   full_env = dict(os.environ, **(env or {}))
-  full_env['PYTHONPATH'] = REPO + (os.pathsep + full_env['PYTHONPATH'] if full_env.get('PYTHONPATH') else '')
+  full_env['PYTHONPATH'] = REPO + (
+    os.pathsep + full_env['PYTHONPATH'] if full_env.get('PYTHONPATH') else ''
+  )
   t_spawn = time.time()
-  proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+  )
   spawn_s = time.time() - t_spawn
   lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
   if proc.returncode != 0 or not lines:
-    raise RuntimeError(f'worker {" ".join(cmd)} exited with {proc.returncode} and '
-                       f'{"no" if not lines else "a"} result; stderr tail:\n{proc.stderr[-3000:]}')
-  out = json.loads(lines[-1][len(RESULT_TAG):])
+    raise RuntimeError(
+      f'worker {" ".join(cmd)} exited with {proc.returncode} and '
+      f'{"no" if not lines else "a"} result; stderr tail:\n{proc.stderr[-3000:]}'
+    )
+  out = json.loads(lines[-1][len(RESULT_TAG) :])
   out['spawn_time'] = t_spawn
   out['spawn_s'] = spawn_s
   return out
@@ -278,7 +326,9 @@ def fmt(v: Any, digits: int = 4) -> str:
   return str(v)
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], cols: Sequence[tuple[str, str]], digits: int = 4) -> str:
+def markdown_table(
+  rows: Sequence[dict[str, Any]], cols: Sequence[tuple[str, str]], digits: int = 4
+) -> str:
   """A Markdown table of ``rows`` with ``cols`` = ((key, header), ...); floats with ``digits`` significant
   digits, missing values empty."""
   lines = ['| ' + ' | '.join(h for _, h in cols) + ' |', '|' + '---|' * len(cols)]

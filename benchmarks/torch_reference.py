@@ -16,6 +16,7 @@ benchmarks/requirements.txt`). It mirrors, layer for layer and loss for loss:
 `load_flax_params` copies a flax parameter tree into the torch model so that the benchmark can check that both
 implementations compute the same loss and the same update before timing them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,6 @@ from torch import nn
 
 
 class Block(nn.Module):
-
   def __init__(self, cin: int, cout: int):
     super().__init__()
     self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
@@ -41,7 +41,9 @@ class Block(nn.Module):
 class UNet(nn.Module):
   """NCHW input (N, Cin, H, W) -> logits (N, K, H, W); H, W multiples of 2 ** len(widths)."""
 
-  def __init__(self, in_channels: int, num_classes: int, widths=(12, 72, 144, 288), bottleneck: int = 576):
+  def __init__(
+    self, in_channels: int, num_classes: int, widths=(12, 72, 144, 288), bottleneck: int = 576
+  ):
     super().__init__()
     self.down = nn.ModuleList()
     c = in_channels
@@ -75,7 +77,9 @@ def load_flax_params(model: UNet, params) -> None:
   conv = lambda k: torch.from_numpy(np.ascontiguousarray(np.asarray(k).transpose(3, 2, 0, 1)))
   # lax.conv_transpose (flax ConvTranspose, transpose_kernel=False) correlates the dilated input with the
   # kernel as is; torch's transposed conv scatters with it: the same map up to a spatial flip.
-  tconv = lambda k: torch.from_numpy(np.ascontiguousarray(np.asarray(k)[::-1, ::-1].transpose(2, 3, 0, 1)))
+  tconv = lambda k: torch.from_numpy(
+    np.ascontiguousarray(np.asarray(k)[::-1, ::-1].transpose(2, 3, 0, 1))
+  )
   n = len(model.down)
   blocks = list(model.down) + [model.mid] + list(model.up_blocks)
   with torch.no_grad():
@@ -91,7 +95,9 @@ def load_flax_params(model: UNet, params) -> None:
   assert len(blocks) == 2 * n + 1
 
 
-def dice_focal(logits, target, num_classes: int, alpha: float = 0.7, gamma: float = 2.0, eps: float = 1e-5):
+def dice_focal(
+  logits, target, num_classes: int, alpha: float = 0.7, gamma: float = 2.0, eps: float = 1e-5
+):
   """logits (N, K, H, W), target (N, H, W) int64 -> scalar; as `yiplearn.losses.dice_focal`."""
   logp = F.log_softmax(logits, 1)
   p = logp.exp()
@@ -101,15 +107,21 @@ def dice_focal(logits, target, num_classes: int, alpha: float = 0.7, gamma: floa
   dice = (1 - (2 * inter + eps) / (denom + eps))[:, 1:].mean()
   logpt = logp.gather(1, target[:, None])[:, 0]
   q = (-torch.expm1(logpt)).clamp_min(0)
-  focal = -(q ** gamma * logpt).mean()
+  focal = -(q**gamma * logpt).mean()
   return (1 - alpha) * dice + alpha * focal
 
 
-def ccg_weights(coords: np.ndarray, labels: np.ndarray, target, num_classes: int, sigma: float = 3.0):
+def ccg_weights(
+  coords: np.ndarray, labels: np.ndarray, target, num_classes: int, sigma: float = 3.0
+):
   """(H, W) summed click-centred Gaussian weights of the clicks whose label equals the target there."""
   h, w = target.shape[-2:]
-  rows = torch.arange(h, dtype=torch.float32)[None] - torch.as_tensor(coords[:, :1], dtype=torch.float32)
-  cols = torch.arange(w, dtype=torch.float32)[None] - torch.as_tensor(coords[:, 1:2], dtype=torch.float32)
+  rows = torch.arange(h, dtype=torch.float32)[None] - torch.as_tensor(
+    coords[:, :1], dtype=torch.float32
+  )
+  cols = torch.arange(w, dtype=torch.float32)[None] - torch.as_tensor(
+    coords[:, 1:2], dtype=torch.float32
+  )
   win, inv = 3.0 * sigma, 1.0 / (2 * sigma * sigma)
   gr = torch.where(rows.abs() <= win, torch.exp(-rows * rows * inv), torch.zeros(()))
   gc = torch.where(cols.abs() <= win, torch.exp(-cols * cols * inv), torch.zeros(()))
@@ -128,7 +140,9 @@ def ccg_loss(logits, target, coords: np.ndarray, labels: np.ndarray, sigma: floa
   return (weights * -logpt).sum() / (len(coords) * h * w)
 
 
-def guidance(coords: np.ndarray, labels: np.ndarray, shape, num_classes: int, sigma: float = 5.0) -> np.ndarray:
+def guidance(
+  coords: np.ndarray, labels: np.ndarray, shape, num_classes: int, sigma: float = 5.0
+) -> np.ndarray:
   """(K, H, W) Gaussian click maps (max over the clicks of each class, truncated at 3 sigma)."""
   h, w = shape
   out = np.zeros((num_classes, h, w), np.float32)
@@ -142,16 +156,32 @@ def guidance(coords: np.ndarray, labels: np.ndarray, shape, num_classes: int, si
 
 def make_input(image: np.ndarray, coords, labels, num_classes: int) -> torch.Tensor:
   """image (H, W, C) -> (1, C + K, H, W)."""
-  maps = guidance(np.asarray(coords).reshape(-1, 2), np.asarray(labels), image.shape[:2], num_classes)
+  maps = guidance(
+    np.asarray(coords).reshape(-1, 2), np.asarray(labels), image.shape[:2], num_classes
+  )
   return torch.from_numpy(np.concatenate([image.transpose(2, 0, 1), maps])[None].astype(np.float32))
 
 
 class Adapter:
   """The online state: model + Adam, with MI and PI steps as in yiplearn.interactive.updates."""
 
-  def __init__(self, model: UNet, num_classes: int, lr: float, beta: float = 200.0, ccg_sigma: float = 3.0,
-               pi_clicks: int = 10, seed: int = 0):
-    self.model, self.k, self.beta, self.sigma, self.pi_clicks = model, num_classes, beta, ccg_sigma, pi_clicks
+  def __init__(
+    self,
+    model: UNet,
+    num_classes: int,
+    lr: float,
+    beta: float = 200.0,
+    ccg_sigma: float = 3.0,
+    pi_clicks: int = 10,
+    seed: int = 0,
+  ):
+    self.model, self.k, self.beta, self.sigma, self.pi_clicks = (
+      model,
+      num_classes,
+      beta,
+      ccg_sigma,
+      pi_clicks,
+    )
     self.opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
     self.rng = np.random.default_rng(seed)
     self.skipped = 0
@@ -171,7 +201,8 @@ class Adapter:
       pseudo = self.model(x_cur).argmax(1)
     logits = self.model(x_prev)
     loss = dice_focal(logits, pseudo, self.k) + self.beta * ccg_loss(
-        logits, pseudo, np.asarray([newest_coord]), np.asarray([newest_label]), self.sigma)
+      logits, pseudo, np.asarray([newest_coord]), np.asarray([newest_label]), self.sigma
+    )
     return self._step(loss)
 
   def predict(self, x) -> torch.Tensor:
@@ -188,14 +219,16 @@ class Adapter:
         regions += [(s, lab == i + 1) for i, s in enumerate(sizes)]
     regions.sort(key=lambda r: -r[0])
     coords, labels = [], []
-    for _, mask in regions[:self.pi_clicks]:
+    for _, mask in regions[: self.pi_clicks]:
       pix = np.argwhere(mask)
       r, c = pix[self.rng.integers(len(pix))]
       coords.append((r, c))
       labels.append(int(final[r, c]))
     return np.asarray(coords, np.int64).reshape(-1, 2), np.asarray(labels, np.int64)
 
-  def pi_step(self, image: np.ndarray, first_coord, first_label, final: np.ndarray) -> tuple[float, float]:
+  def pi_step(
+    self, image: np.ndarray, first_coord, first_label, final: np.ndarray
+  ) -> tuple[float, float]:
     """Two Adam steps after the image: stage 1 on f(I, {c_1}), stage 2 on the artificial clicks."""
     target = torch.from_numpy(final.astype(np.int64))[None]
     x1 = make_input(image, [first_coord], [first_label], self.k)
@@ -207,5 +240,7 @@ class Adapter:
       return loss1, 0.0
     x2 = make_input(image, coords, labels, self.k)
     logits2 = self.model(x2)
-    loss2 = dice_focal(logits2, target, self.k) + self.beta * ccg_loss(logits2, target, coords, labels, self.sigma)
+    loss2 = dice_focal(logits2, target, self.k) + self.beta * ccg_loss(
+      logits2, target, coords, labels, self.sigma
+    )
     return loss1, self._step(loss2)

@@ -5,14 +5,15 @@ list of `key=value` pairs or bare `key`s (a bare key sets a boolean to True), e.
 `configs/interactive_lgg.py:quick,shift=site,size=64`. Each config declares its keys with typed
 defaults; an unknown key or a value of the wrong type is a ValueError that names it.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import ml_collections
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
+_TRUE = {'1', 'true', 'yes', 'on', 'y', 't'}
+_FALSE = {'0', 'false', 'no', 'off', 'n', 'f'}
 
 
 def _convert(key: str, raw: str, default: Any) -> Any:
@@ -30,13 +31,14 @@ def _convert(key: str, raw: str, default: Any) -> Any:
     if kind is float:
       return float(raw)
     if kind in (tuple, list):
-      parts = [p for p in raw.replace("+", ";").split(";") if p]
+      parts = [p for p in raw.replace('+', ';').split(';') if p]
       elem = type(default[0]) if default else str
       return kind(elem(p) for p in parts)
     return raw
   except ValueError:
-    raise ValueError(f"config argument {key}={raw!r}: expected {kind.__name__} "
-                     f"(default {default!r})") from None
+    raise ValueError(
+      f'config argument {key}={raw!r}: expected {kind.__name__} (default {default!r})'
+    ) from None
 
 
 def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
@@ -46,18 +48,21 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
   ConfigDict with every key of `spec`, overridden where `arg` says so.
   """
   out = dict(spec)
-  for item in (arg or "").split(","):
+  for item in (arg or '').split(','):
     item = item.strip()
     if not item:
       continue
-    key, sep, raw = item.partition("=")
+    key, sep, raw = item.partition('=')
     key = key.strip()
     if key not in spec:
-      raise ValueError(f"config argument {key!r} is not known; valid keys: {', '.join(sorted(spec))}")
+      raise ValueError(
+        f'config argument {key!r} is not known; valid keys: {", ".join(sorted(spec))}'
+      )
     if not sep:
       if not isinstance(spec[key], bool):
-        raise ValueError(f"config argument {key!r} needs a value ({key}=...): expected "
-                         f"{type(spec[key]).__name__}")
+        raise ValueError(
+          f'config argument {key!r} needs a value ({key}=...): expected {type(spec[key]).__name__}'
+        )
       out[key] = True
     else:
       out[key] = _convert(key, raw, spec[key])
@@ -67,5 +72,5 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
 def check_choice(name: str, value: Any, choices) -> Any:
   """Returns `value` if it is one of `choices`, else raises a ValueError naming the field."""
   if value not in choices:
-    raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
+    raise ValueError(f'{name}={value!r}: expected one of {", ".join(map(repr, choices))}')
   return value

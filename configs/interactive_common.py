@@ -1,44 +1,77 @@
 """Sub-configs shared by the interactive-segmentation configs (DESIGN.md 1.1 defaults)."""
+
 import ml_collections
 
 
 def model(quick: bool, paper: bool = False) -> ml_collections.ConfigDict:
   """The U-Net: the paper's widths (12, 72, 144, 288) + 576, or small ones for CPU runs."""
   if paper:
-    return ml_collections.ConfigDict({"widths": (12, 72, 144, 288), "bottleneck": 576, "norm": "instance"})
+    return ml_collections.ConfigDict(
+      {'widths': (12, 72, 144, 288), 'bottleneck': 576, 'norm': 'instance'}
+    )
   if quick:
-    return ml_collections.ConfigDict({"widths": (4, 8), "bottleneck": 16, "norm": "instance"})
-  return ml_collections.ConfigDict({"widths": (8, 16, 32, 64), "bottleneck": 128, "norm": "instance"})
+    return ml_collections.ConfigDict({'widths': (4, 8), 'bottleneck': 16, 'norm': 'instance'})
+  return ml_collections.ConfigDict(
+    {'widths': (8, 16, 32, 64), 'bottleneck': 128, 'norm': 'instance'}
+  )
 
 
 def mesh() -> ml_collections.ConfigDict:
   """Device mesh (yiplearn/parallel.py): shape -1 = all devices on the data axis; the global batch must
   split evenly over it. E.g. `--config.mesh.shape=4` uses the first 4 devices."""
-  return ml_collections.ConfigDict({"shape": -1, "axis_names": ("data",)})
+  return ml_collections.ConfigDict({'shape': -1, 'axis_names': ('data',)})
 
 
 def clicks(max_clicks: int = 10) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"max_clicks": max_clicks, "encoding": "gaussian", "sigma": 5.0, "radius": 5.0,
-                                    "policy": "random_in_largest", "prev_mask": False})
+  return ml_collections.ConfigDict(
+    {
+      'max_clicks': max_clicks,
+      'encoding': 'gaussian',
+      'sigma': 5.0,
+      'radius': 5.0,
+      'policy': 'random_in_largest',
+      'prev_mask': False,
+    }
+  )
 
 
 def loss() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"alpha": 0.7, "gamma": 2.0, "beta": 200.0, "ccg_sigma": 3.0,
-                                    "ccg_variant": "paper"})
+  return ml_collections.ConfigDict(
+    {'alpha': 0.7, 'gamma': 2.0, 'beta': 200.0, 'ccg_sigma': 3.0, 'ccg_variant': 'paper'}
+  )
 
 
 def augment(enabled: bool = True) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "enabled": enabled, "flip_lr": 0.5, "affine": 0.5, "max_rotate": 15.0, "scale_range": (0.9, 1.1),
-      "brightness": 0.1, "contrast_range": (0.8, 1.2), "gamma_range": (0.8, 1.25), "p_noise": 0.3,
-      "noise_std": 0.03})
+  return ml_collections.ConfigDict(
+    {
+      'enabled': enabled,
+      'flip_lr': 0.5,
+      'affine': 0.5,
+      'max_rotate': 15.0,
+      'scale_range': (0.9, 1.1),
+      'brightness': 0.1,
+      'contrast_range': (0.8, 1.2),
+      'gamma_range': (0.8, 1.25),
+      'p_noise': 0.3,
+      'noise_std': 0.03,
+    }
+  )
 
 
-def pretrain(data: ml_collections.ConfigDict, *, num_classes: int, report: dict, quick: bool, steps: int,
-             batch_size: int = 8, lr: float = 5e-4, paper_model: bool = False) -> ml_collections.ConfigDict:
+def pretrain(
+  data: ml_collections.ConfigDict,
+  *,
+  num_classes: int,
+  report: dict,
+  quick: bool,
+  steps: int,
+  batch_size: int = 8,
+  lr: float = 5e-4,
+  paper_model: bool = False,
+) -> ml_collections.ConfigDict:
   """A `pretrain` experiment config around `data` (see yiplearn/experiments/seg_common.py)."""
   c = ml_collections.ConfigDict()
-  c.experiment = "pretrain"
+  c.experiment = 'pretrain'
   c.seed = 0
   c.data = data
   c.num_classes = num_classes
@@ -47,30 +80,38 @@ def pretrain(data: ml_collections.ConfigDict, *, num_classes: int, report: dict,
   c.clicks = clicks()
   c.loss = loss()
   c.augment = augment()
-  c.optim = ml_collections.ConfigDict({"lr": lr, "batch_size": batch_size, "decay_every": max(steps // 3, 1),
-                                       "decay_rate": 0.5})
+  c.optim = ml_collections.ConfigDict(
+    {'lr': lr, 'batch_size': batch_size, 'decay_every': max(steps // 3, 1), 'decay_rate': 0.5}
+  )
   c.steps = steps
   c.log_every = max(steps // 20, 1)
   c.eval_every = max(steps // 4, 1)
   c.eval_clicks = 5
   c.val_images = 8 if quick else 64
-  c.select_metric = "dice@5"
+  c.select_metric = 'dice@5'
   c.checkpoint_every = max(steps // 4, 1)
   c.keep_checkpoints = 2
   c.mesh = mesh()
   return c
 
 
-METHODS = ("frozen", "ia_sa", "tent", "pi", "pi_mi", "oracle")
+METHODS = ('frozen', 'ia_sa', 'tent', 'pi', 'pi_mi', 'oracle')
 
 
-def adapt(targets: dict, *, num_classes: int, report: dict, quick: bool, lr: float,
-          methods=("frozen", "pi", "pi_mi")) -> ml_collections.ConfigDict:
+def adapt(
+  targets: dict,
+  *,
+  num_classes: int,
+  report: dict,
+  quick: bool,
+  lr: float,
+  methods=('frozen', 'pi', 'pi_mi'),
+) -> ml_collections.ConfigDict:
   """An `adapt_interactive` config: every method over every target stream (online protocol)."""
   c = ml_collections.ConfigDict()
-  c.experiment = "adapt_interactive"
+  c.experiment = 'adapt_interactive'
   c.seed = 0
-  c.checkpoint_dir = ""  # the pre-training run's best/ (or checkpoints/) directory
+  c.checkpoint_dir = ''  # the pre-training run's best/ (or checkpoints/) directory
   c.targets = {name: data for name, data in targets.items()}
   c.methods = tuple(methods)
   c.num_classes = num_classes
@@ -78,12 +119,14 @@ def adapt(targets: dict, *, num_classes: int, report: dict, quick: bool, lr: flo
   c.model = model(quick)
   c.clicks = clicks(10)
   c.loss = loss()
-  c.optim = ml_collections.ConfigDict({"lr": lr})
+  c.optim = ml_collections.ConfigDict({'lr': lr})
   c.episodic = False
-  c.ia_sa = ml_collections.ConfigDict({"reg_weight": 1.0})
-  c.tent = ml_collections.ConfigDict({"lr_scale": 1.0})
+  c.ia_sa = ml_collections.ConfigDict({'reg_weight': 1.0})
+  c.tent = ml_collections.ConfigDict({'lr_scale': 1.0})
   c.checkpoint_every = 10  # images between stream checkpoints (resume)
-  c.session_unroll = 1  # clicks unrolled in the session scan (rolled: fast to compile; see benchmarks/NOTES.md)
+  c.session_unroll = (
+    1  # clicks unrolled in the session scan (rolled: fast to compile; see benchmarks/NOTES.md)
+  )
   return c
 
 
@@ -91,12 +134,12 @@ def stage_config(stage: str, pre: ml_collections.ConfigDict, adapt_cfg: ml_colle
   """`pretrain`, `adapt` or `all` (the `interactive` driver: pre-train, then adapt with that model)."""
   adapt_cfg.model = pre.model
   adapt_cfg.seed = pre.seed
-  if stage == "pretrain":
+  if stage == 'pretrain':
     return pre
-  if stage == "adapt":
+  if stage == 'adapt':
     return adapt_cfg
   c = ml_collections.ConfigDict()
-  c.experiment = "interactive"
+  c.experiment = 'interactive'
   c.pretrain = pre
   c.adapt = adapt_cfg
   return c

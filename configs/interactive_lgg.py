@@ -17,35 +17,62 @@ Data: `../shared/data/lgg_kaggle_3m` beside the checkout, or `--config.data.manu
 Writes: pretrain/ (checkpoints, best/, metrics, results/pretrain_val.*), results/interactive_*.{md,csv,json}
 (Dice@1/5/10, NoC@80/85/90, AUC per target and method), per_click.jsonl, plots/dice_vs_clicks_*.png.
 """
+
 import ml_collections
 
 from configs import common
 from configs import interactive_common as ic
 
-SITE_TRAIN = ("DU", "HT")
-SITE_TEST = ("CS", "FG", "EZ")
+SITE_TRAIN = ('DU', 'HT')
+SITE_TEST = ('CS', 'FG', 'EZ')
 
 
 def _data(split: str, sequence: str, size: int, sites=(), quick=False) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "name": "lgg_kaggle_3m", "kwargs": {"variant": "all_slices"}, "split": split, "val_split": "validation",
-      "manual_dir": "", "sequence": sequence, "channels": (), "sites": tuple(sites), "exclude_sites": (),
-      "image_size": size, "norm": "zscore", "foreground_only": True, "max_images": 12 if quick else 0})
+  return ml_collections.ConfigDict(
+    {
+      'name': 'lgg_kaggle_3m',
+      'kwargs': {'variant': 'all_slices'},
+      'split': split,
+      'val_split': 'validation',
+      'manual_dir': '',
+      'sequence': sequence,
+      'channels': (),
+      'sites': tuple(sites),
+      'exclude_sites': (),
+      'image_size': size,
+      'norm': 'zscore',
+      'foreground_only': True,
+      'max_images': 12 if quick else 0,
+    }
+  )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = common.parse_arg(arg, quick=False, shift="modality", stage="all", size=128, steps=1500, paper_model=False)
-  common.check_choice("shift", a.shift, ("modality", "site"))
-  common.check_choice("stage", a.stage, ("all", "pretrain", "adapt"))
+  a = common.parse_arg(
+    arg, quick=False, shift='modality', stage='all', size=128, steps=1500, paper_model=False
+  )
+  common.check_choice('shift', a.shift, ('modality', 'site'))
+  common.check_choice('stage', a.stage, ('all', 'pretrain', 'adapt'))
   size = 32 if a.quick else a.size
   steps = 6 if a.quick else a.steps
-  source_sites = SITE_TRAIN if a.shift == "site" else ()
-  pre = ic.pretrain(_data("train", "flair", size, source_sites, a.quick), num_classes=2, report={"lesion": [1]},
-                    quick=a.quick, steps=steps, paper_model=a.paper_model)
-  if a.shift == "modality":
-    targets = {"t1": _data("test", "t1", size, quick=a.quick), "t1c": _data("test", "t1c", size, quick=a.quick)}
+  source_sites = SITE_TRAIN if a.shift == 'site' else ()
+  pre = ic.pretrain(
+    _data('train', 'flair', size, source_sites, a.quick),
+    num_classes=2,
+    report={'lesion': [1]},
+    quick=a.quick,
+    steps=steps,
+    paper_model=a.paper_model,
+  )
+  if a.shift == 'modality':
+    targets = {
+      't1': _data('test', 't1', size, quick=a.quick),
+      't1c': _data('test', 't1c', size, quick=a.quick),
+    }
   else:
-    targets = {"unseen_sites": _data("all", "flair", size, SITE_TEST, a.quick)}
-  methods = ("frozen", "pi", "pi_mi") if a.quick else ic.METHODS
-  adapt = ic.adapt(targets, num_classes=2, report={"lesion": [1]}, quick=a.quick, lr=5e-5, methods=methods)
+    targets = {'unseen_sites': _data('all', 'flair', size, SITE_TEST, a.quick)}
+  methods = ('frozen', 'pi', 'pi_mi') if a.quick else ic.METHODS
+  adapt = ic.adapt(
+    targets, num_classes=2, report={'lesion': [1]}, quick=a.quick, lr=5e-5, methods=methods
+  )
   return ic.stage_config(a.stage, pre, adapt)

@@ -13,41 +13,74 @@ Run (manual_dir = where you unpacked the official archive; files are found by na
 
 Writes: pretrain/, results/interactive_*.{md,csv,json} (disc and cup Dice@1/5/10, NoC, AUC), per_click.jsonl, plots/.
 """
+
 import ml_collections
 
 from configs import common
 from configs import interactive_common as ic
 
 
-def _data(name: str, split: str, size: int, manual_dir: str, quick: bool, kwargs=None) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "name": name, "kwargs": kwargs if kwargs is not None else {"image_size": size}, "split": split,
-      "val_split": "test", "manual_dir": manual_dir, "sequence": "", "channels": (), "sites": (),
-      "exclude_sites": (), "image_size": 0, "norm": "unit", "foreground_only": True,
-      "max_images": 8 if quick else 0})
+def _data(
+  name: str, split: str, size: int, manual_dir: str, quick: bool, kwargs=None
+) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(
+    {
+      'name': name,
+      'kwargs': kwargs if kwargs is not None else {'image_size': size},
+      'split': split,
+      'val_split': 'test',
+      'manual_dir': manual_dir,
+      'sequence': '',
+      'channels': (),
+      'sites': (),
+      'exclude_sites': (),
+      'image_size': 0,
+      'norm': 'unit',
+      'foreground_only': True,
+      'max_images': 8 if quick else 0,
+    }
+  )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = common.parse_arg(arg, quick=False, stage="all", dataset="rimone_dl", manual_dir="", source="synthetic",
-                       source_manual_dir="", size=256, steps=2000, paper_model=False)
-  common.check_choice("dataset", a.dataset, ("rimone_dl", "drishti_gs1"))
-  common.check_choice("stage", a.stage, ("all", "pretrain", "adapt"))
-  common.check_choice("source", a.source, ("synthetic", "rimone_dl"))
+  a = common.parse_arg(
+    arg,
+    quick=False,
+    stage='all',
+    dataset='rimone_dl',
+    manual_dir='',
+    source='synthetic',
+    source_manual_dir='',
+    size=256,
+    steps=2000,
+    paper_model=False,
+  )
+  common.check_choice('dataset', a.dataset, ('rimone_dl', 'drishti_gs1'))
+  common.check_choice('stage', a.stage, ('all', 'pretrain', 'adapt'))
+  common.check_choice('source', a.source, ('synthetic', 'rimone_dl'))
   size = 32 if a.quick else a.size
   steps = 6 if a.quick else a.steps
-  report = {"disc": [1, 2], "cup": [2]}
-  if a.dataset == "rimone_dl":
-    source = _data("rimone_dl", "train[:85%]", size, a.manual_dir, a.quick)
-    source.val_split = "train[85%:]"  # model selection never sees the target hospitals
-    targets = {"rimone_test_hospitals": _data("rimone_dl", "test", size, a.manual_dir, a.quick)}
+  report = {'disc': [1, 2], 'cup': [2]}
+  if a.dataset == 'rimone_dl':
+    source = _data('rimone_dl', 'train[:85%]', size, a.manual_dir, a.quick)
+    source.val_split = 'train[85%:]'  # model selection never sees the target hospitals
+    targets = {'rimone_test_hospitals': _data('rimone_dl', 'test', size, a.manual_dir, a.quick)}
   else:
-    if a.source == "rimone_dl":
-      source = _data("rimone_dl", "train[:85%]", size, a.source_manual_dir, a.quick)
-      source.val_split = "train[85%:]"
+    if a.source == 'rimone_dl':
+      source = _data('rimone_dl', 'train[:85%]', size, a.source_manual_dir, a.quick)
+      source.val_split = 'train[85%:]'
     else:
-      source = _data("synthetic_fundus", "train", size, "", a.quick,
-                     {"domain": "source", "image_size": size, "num_train": 400, "num_test": 40})
-    targets = {"drishti_gs1": _data("drishti_gs1", "all", size, a.manual_dir, a.quick)}
-  pre = ic.pretrain(source, num_classes=3, report=report, quick=a.quick, steps=steps, paper_model=a.paper_model)
+      source = _data(
+        'synthetic_fundus',
+        'train',
+        size,
+        '',
+        a.quick,
+        {'domain': 'source', 'image_size': size, 'num_train': 400, 'num_test': 40},
+      )
+    targets = {'drishti_gs1': _data('drishti_gs1', 'all', size, a.manual_dir, a.quick)}
+  pre = ic.pretrain(
+    source, num_classes=3, report=report, quick=a.quick, steps=steps, paper_model=a.paper_model
+  )
   adapt = ic.adapt(targets, num_classes=3, report=report, quick=a.quick, lr=1e-4)
   return ic.stage_config(a.stage, pre, adapt)

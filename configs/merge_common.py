@@ -3,15 +3,39 @@
 Sequences are tuples so that they can be overridden on the command line, e.g.
 `--config.methods="('mean', 'eam')" --config.streams="('iid',)" --config.targets="('rot30',)"`.
 """
+
 from __future__ import annotations
 
 import ml_collections
 
-ALL_METHODS = ['experts', 'mean', 'task_arithmetic', 'ties', 'dare', 'fisher', 'ensemble_mean',
-               'ensemble_entropy', 'adamerging_task', 'adamerging_layer', 'tent', 'eam',
-               'eam_coupled', 'eam_argmin', 'eam_marginal', 'eam_bnbatch']
-QUICK_METHODS = ['experts', 'mean', 'ties', 'fisher', 'ensemble_entropy', 'adamerging_task',
-                 'tent', 'eam']
+ALL_METHODS = [
+  'experts',
+  'mean',
+  'task_arithmetic',
+  'ties',
+  'dare',
+  'fisher',
+  'ensemble_mean',
+  'ensemble_entropy',
+  'adamerging_task',
+  'adamerging_layer',
+  'tent',
+  'eam',
+  'eam_coupled',
+  'eam_argmin',
+  'eam_marginal',
+  'eam_bnbatch',
+]
+QUICK_METHODS = [
+  'experts',
+  'mean',
+  'ties',
+  'fisher',
+  'ensemble_entropy',
+  'adamerging_task',
+  'tent',
+  'eam',
+]
 
 
 def base_config(a) -> ml_collections.ConfigDict:
@@ -19,39 +43,71 @@ def base_config(a) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'merge_online'
   c.seed = a.seed
-  c.targets = ()              # held-out target domains (empty = every domain)
-  c.sources = ()              # train_experts only: domains to train on (empty = all)
-  c.experts_workdir = ''      # read/write expert checkpoints here instead of the workdir
-  c.landscape = True          # K = 3: plot the entropy landscape over the simplex
-  c.checkpoint_every = 20     # batches between checkpoints of each (method, stream) pair
+  c.targets = ()  # held-out target domains (empty = every domain)
+  c.sources = ()  # train_experts only: domains to train on (empty = all)
+  c.experts_workdir = ''  # read/write expert checkpoints here instead of the workdir
+  c.landscape = True  # K = 3: plot the entropy landscape over the simplex
+  c.checkpoint_every = 20  # batches between checkpoints of each (method, stream) pair
   c.landscape_resolution = 12
   # Device mesh (yiplearn/parallel.py): base/expert training is data parallel over all devices (the
   # batch must split evenly); entropy-adaptive candidates are split over this process's devices.
   c.mesh = ml_collections.ConfigDict(dict(shape=-1, axis_names=('data',)))
-  c.model = ml_collections.ConfigDict(dict(arch='resnet', stage_sizes=(1, 1, 1),
-                                           widths=(16, 32, 64), patch_size=4, dim=32, depth=2,
-                                           num_heads=2))
-  c.train = ml_collections.ConfigDict(dict(base_steps=400, expert_steps=150, batch_size=64,
-                                           lr=3e-3, expert_lr=1e-3, weight_decay=1e-4,
-                                           fisher_batches=4, save_fisher=True, balance=False,
-                                           flip=False))
-  c.stream = ml_collections.ConfigDict(dict(batch_size=a.batch, alpha=a.alpha,
-                                            continual_within='dirichlet'))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      arch='resnet',
+      stage_sizes=(1, 1, 1),
+      widths=(16, 32, 64),
+      patch_size=4,
+      dim=32,
+      depth=2,
+      num_heads=2,
+    )
+  )
+  c.train = ml_collections.ConfigDict(
+    dict(
+      base_steps=400,
+      expert_steps=150,
+      batch_size=64,
+      lr=3e-3,
+      expert_lr=1e-3,
+      weight_decay=1e-4,
+      fisher_batches=4,
+      save_fisher=True,
+      balance=False,
+      flip=False,
+    )
+  )
+  c.stream = ml_collections.ConfigDict(
+    dict(batch_size=a.batch, alpha=a.alpha, continual_within='dirichlet')
+  )
   c.streams = ('iid', 'dirichlet', 'mixed', 'continual')
   c.methods = tuple(ALL_METHODS)
-  c.static = ml_collections.ConfigDict(dict(ta_scale=0.3, ties_density=0.2, ties_scale=1.0,
-                                            dare_rate=0.5))
-  c.eam = ml_collections.ConfigDict(dict(
-      temperature=a.T, marginal_weight=0.0, gamma_ablation=1.0, scale=1.0, refine_radius=0.2,
-      ema=0.0, bn_mode='merge', score_head='previous', chunk_size=0, grid_resolution=-1,
-      num_random=0))
+  c.static = ml_collections.ConfigDict(
+    dict(ta_scale=0.3, ties_density=0.2, ties_scale=1.0, dare_rate=0.5)
+  )
+  c.eam = ml_collections.ConfigDict(
+    dict(
+      temperature=a.T,
+      marginal_weight=0.0,
+      gamma_ablation=1.0,
+      scale=1.0,
+      refine_radius=0.2,
+      ema=0.0,
+      bn_mode='merge',
+      score_head='previous',
+      chunk_size=0,
+      grid_resolution=-1,
+      num_random=0,
+    )
+  )
   # eam.chunk_size 0 = auto (1 on CPU, 16 on accelerators); grid_resolution -1 = auto.
   c.ada = ml_collections.ConfigDict(dict(lr=0.01, steps=2))
   c.tent = ml_collections.ConfigDict(dict(lr=1e-3))
   if a.quick:
     c.model.stage_sizes, c.model.widths = (1, 1), (8, 16)
-    c.train.update(dict(base_steps=150, expert_steps=40, expert_lr=1e-3, batch_size=32,
-                        fisher_batches=1))
+    c.train.update(
+      dict(base_steps=150, expert_steps=40, expert_lr=1e-3, batch_size=32, fisher_batches=1)
+    )
     c.streams = ('iid', 'dirichlet', 'continual')
     c.methods = tuple(QUICK_METHODS)
     c.eam.grid_resolution = 2

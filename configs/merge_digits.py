@@ -12,6 +12,7 @@ Writes (see yiplearn/experiments/merge_online.py): results/merge_accuracy.{md,cs
 results/merge_summary.{md,csv,json}, results/lambda_trace.jsonl, plots/entropy_landscape_*.png
 (K = 3 only, e.g. `quick`), checkpoints/<target>/{base,expert_*,fisher_*}.
 """
+
 import ml_collections
 
 from configs import common, merge_common
@@ -21,9 +22,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = common.parse_arg(arg, size=28, **merge_common.COMMON_ARGS)
   c = merge_common.base_config(a)
   domains = ['rot0', 'rot15', 'rot30', 'rot45', 'rot60', 'rot75']
-  c.data = ml_collections.ConfigDict(dict(name='rotated_digits', domains=tuple(domains),
-                                          image_size=a.size, norm='unit', max_train=0,
-                                          max_test=0))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name='rotated_digits',
+      domains=tuple(domains),
+      image_size=a.size,
+      norm='unit',
+      max_train=0,
+      max_test=0,
+    )
+  )
   # A briefly trained shared base and longer per-domain fine-tuning: specialised experts.
   c.train.update(dict(base_steps=100, expert_steps=300, expert_lr=3e-3))
   c.eam.grid_resolution = 2  # K = 5: one-hots, pairwise midpoints, mean (+ refinement)

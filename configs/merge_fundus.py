@@ -11,6 +11,7 @@ Run:
 Writes: results/merge_accuracy.{md,csv,json}, results/merge_summary.{md,csv,json},
 results/lambda_trace.jsonl, plots/entropy_landscape_*.png, checkpoints/<target>/.
 """
+
 import ml_collections
 
 from configs import common, merge_common
@@ -19,10 +20,19 @@ from configs import common, merge_common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = common.parse_arg(arg, size=32, n=200, **merge_common.COMMON_ARGS)
   c = merge_common.base_config(a)
-  c.data = ml_collections.ConfigDict(dict(
-      name='synthetic_fundus', domains=('source', 'camera_b', 'camera_c', 'noisy'),
-      image_size=a.size, norm='unit', num_train=a.n, num_test=max(a.n // 4, 8),
-      cdr_threshold=0.425, max_train=0, max_test=0))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name='synthetic_fundus',
+      domains=('source', 'camera_b', 'camera_c', 'noisy'),
+      image_size=a.size,
+      norm='unit',
+      num_train=a.n,
+      num_test=max(a.n // 4, 8),
+      cdr_threshold=0.425,
+      max_train=0,
+      max_test=0,
+    )
+  )
   if a.quick:
     c.data.update(dict(image_size=16, num_train=48, num_test=16))
     c.train.update(dict(base_steps=60, expert_steps=20))

@@ -17,6 +17,7 @@ Run:
 Writes: results/merge_accuracy.{md,csv,json}, results/merge_summary.{md,csv,json},
 results/lambda_trace.jsonl, plots/entropy_landscape_*.png (K = 3), checkpoints/<target>/.
 """
+
 import ml_collections
 
 from configs import common, merge_common
@@ -27,9 +28,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.check_choice('by', a.by, ('sequence', 'site'))
   c = merge_common.base_config(a)
   domains = ['pre', 'flair', 'post'] if a.by == 'sequence' else ['DU', 'HT', 'CS', 'FG']
-  c.data = ml_collections.ConfigDict(dict(name='lgg_kaggle_3m', domains=tuple(domains), domain_by=a.by,
-                                          image_size=a.size, norm='zscore', manual_dir='',
-                                          max_train=0, max_test=0))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name='lgg_kaggle_3m',
+      domains=tuple(domains),
+      domain_by=a.by,
+      image_size=a.size,
+      norm='zscore',
+      manual_dir='',
+      max_train=0,
+      max_test=0,
+    )
+  )
   c.train.update(dict(base_steps=300, expert_steps=100, batch_size=32))
   if a.quick:
     c.data.image_size = 32

@@ -16,20 +16,32 @@ Writes (yiplearn/experiments/sweep_interactive.py): results/sweep_<target>.{md,c
 seed, lr, disc/cup Dice@1/5/10, NoC@80/85/90, AUC, updates), results/sweep_<target>_by_lr.* (mean and
 std over seeds), pretrain/ (when pre-trained here), sweep/ (resumable checkpoints).
 """
+
 import ml_collections
 
 from configs import common, interactive_common, interactive_fundus
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = common.parse_arg(arg, quick=False, target="camera_c", method="pi_mi", seeds=(0, 1, 2),
-                       lrs=(3e-5, 1e-4, 3e-4, 1e-3), clicks=10, n=0, size=64, steps=800)
-  common.check_choice("target", a.target, interactive_fundus.TARGETS)
-  base = interactive_fundus.get_config(f"{'quick,' if a.quick else ''}stage=all,targets={a.target},"
-                                       f"size={a.size},steps={a.steps}")
+  a = common.parse_arg(
+    arg,
+    quick=False,
+    target='camera_c',
+    method='pi_mi',
+    seeds=(0, 1, 2),
+    lrs=(3e-5, 1e-4, 3e-4, 1e-3),
+    clicks=10,
+    n=0,
+    size=64,
+    steps=800,
+  )
+  common.check_choice('target', a.target, interactive_fundus.TARGETS)
+  base = interactive_fundus.get_config(
+    f'{"quick," if a.quick else ""}stage=all,targets={a.target},size={a.size},steps={a.steps}'
+  )
   c = ml_collections.ConfigDict(base.adapt.to_dict())
-  del c["methods"]
-  c.experiment = "sweep_interactive"
+  del c['methods']
+  c.experiment = 'sweep_interactive'
   c.pretrain = base.pretrain
   c.method = a.method
   c.seeds = tuple(a.seeds) if not a.quick or a.seeds != (0, 1, 2) else (0, 1)
@@ -38,5 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if a.n or a.quick:
     c.targets[a.target].max_images = a.n or 4
   c.checkpoint_every = 2 if a.quick else 10
-  c.mesh = interactive_common.mesh()  # the stream axis is split over the data axis (-1: all devices)
+  c.mesh = (
+    interactive_common.mesh()
+  )  # the stream axis is split over the data axis (-1: all devices)
   return c

@@ -11,21 +11,23 @@ import pytest
 # Faster PRNG compilation on CPU (the non-partitionable threefry lowers to much smaller programs; model
 # initialisation in the end-to-end tests compiles 3-4x faster). Tests check invariants and references,
 # never the production random streams, so the choice of PRNG implementation does not change what they assert.
-jax.config.update("jax_threefry_partitionable", False)
+jax.config.update('jax_threefry_partitionable', False)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def data_dir(tmp_path_factory) -> str:
-    """A session-wide TFDS data dir in pytest's tmp area (datasets built once per session)."""
-    return str(tmp_path_factory.mktemp("yiplearn_data"))
+  """A session-wide TFDS data dir in pytest's tmp area (datasets built once per session)."""
+  return str(tmp_path_factory.mktemp('yiplearn_data'))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def lgg_dir() -> pathlib.Path:
-    """The real LGG kaggle_3m subset ($YIPLEARN_LGG_DIR or <repo>/../shared/data/lgg_kaggle_3m); skips if absent."""
-    path = pathlib.Path(os.environ.get("YIPLEARN_LGG_DIR", REPO.parent / "shared" / "data" / "lgg_kaggle_3m"))
-    if not path.is_dir():
-        pytest.skip(f"LGG data not found at {path} (set YIPLEARN_LGG_DIR)")
-    return path
+  """The real LGG kaggle_3m subset ($YIPLEARN_LGG_DIR or <repo>/../shared/data/lgg_kaggle_3m); skips if absent."""
+  path = pathlib.Path(
+    os.environ.get('YIPLEARN_LGG_DIR', REPO.parent / 'shared' / 'data' / 'lgg_kaggle_3m')
+  )
+  if not path.is_dir():
+    pytest.skip(f'LGG data not found at {path} (set YIPLEARN_LGG_DIR)')
+  return path

@@ -18,8 +18,9 @@ class Linear:
 def _setup():
   rng = np.random.default_rng(0)
   scales = [0.5, 4.0, 1.0]  # expert 1 is the most confident
-  experts = tr.stack([{'params': {'head': {'w': s * rng.normal(size=(5, 3)).astype(np.float32)}}}
-                      for s in scales])
+  experts = tr.stack(
+    [{'params': {'head': {'w': s * rng.normal(size=(5, 3)).astype(np.float32)}}} for s in scales]
+  )
   x = jnp.asarray(rng.normal(size=(6, 5)).astype(np.float32))
   return experts, x
 
@@ -33,7 +34,9 @@ def test_mean_ensemble_vs_numpy():
   experts, x = _setup()
   m = ensemble.output_ensemble(Linear())
   _, logits, info = jax.jit(m.update)(m.init(experts, None), x)
-  probs = np.stack([_softmax(np.asarray(x) @ np.asarray(w)) for w in experts['params']['head']['w']])
+  probs = np.stack(
+    [_softmax(np.asarray(x) @ np.asarray(w)) for w in experts['params']['head']['w']]
+  )
   np.testing.assert_allclose(np.exp(logits), probs.mean(0), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(info['weights'], np.full(3, 1 / 3), rtol=1e-6)
 
@@ -43,7 +46,9 @@ def test_entropy_weighted_vs_numpy(temperature):
   experts, x = _setup()
   m = ensemble.output_ensemble(Linear(), weighting='entropy', temperature=temperature)
   state, logits, info = m.update(m.init(experts, None), x)
-  probs = np.stack([_softmax(np.asarray(x) @ np.asarray(w)) for w in experts['params']['head']['w']])
+  probs = np.stack(
+    [_softmax(np.asarray(x) @ np.asarray(w)) for w in experts['params']['head']['w']]
+  )
   h = -(probs * np.log(probs)).sum(-1).mean(-1)
   assert np.argmin(h) == 1
   if temperature == 0:

@@ -17,8 +17,11 @@ H, W = 64, 80
 
 def build(cls, tmp: pathlib.Path, manual_dir, **kw):
   b = cls(config=cls.make_config(**kw), data_dir=str(tmp), file_format='array_record')
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=None if manual_dir is None else str(manual_dir)))
+  b.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=None if manual_dir is None else str(manual_dir)
+    )
+  )
   return b
 
 
@@ -96,11 +99,17 @@ def test_disc_centred_crop_identity_scale_and_cdr():
   assert abs(ys.mean() - 15.5) < 1.0 and abs(xs.mean() - 15.5) < 1.0
 
 
-@pytest.mark.parametrize('kw, word', [
-    (dict(image_size=8), 'image_size'), (dict(image_size=64.5), 'image_size'),
-    (dict(image_size=True), 'image_size'), (dict(crop_scale=0.5), 'crop_scale'),
-    (dict(crop_scale='2'), 'crop_scale'), (dict(domain='x'), 'domain'),
-])
+@pytest.mark.parametrize(
+  'kw, word',
+  [
+    (dict(image_size=8), 'image_size'),
+    (dict(image_size=64.5), 'image_size'),
+    (dict(image_size=True), 'image_size'),
+    (dict(crop_scale=0.5), 'crop_scale'),
+    (dict(crop_scale='2'), 'crop_scale'),
+    (dict(domain='x'), 'domain'),
+  ],
+)
 def test_make_config_validation(kw, word):
   for cls in (RimOneDl, DrishtiGs1):
     with pytest.raises(ValueError, match=word):
@@ -118,12 +127,18 @@ def test_make_config_names():
 
 # stem -> (image folder(s) relative to RIM-ONE_DL_images, label folder, disc centre)
 RIMONE = {
-    'r2_Im001': (['partitioned_by_hospital/training_set/glaucoma',
-                  'partitioned_randomly/training_set/glaucoma'], 'glaucoma', (30, 40)),
-    'r1_Im002': (['partitioned_by_hospital/training_set/normal'], 'normal', (28, 36)),
-    'r3_G-1-L_left_half': (['partitioned_by_hospital/test_set/glaucoma',
-                            'partitioned_randomly/test_set/glaucoma'], 'glaucoma', (34, 44)),
-    'r1_Im003': (['partitioned_randomly/test_set/normal'], 'normal', (32, 38)),
+  'r2_Im001': (
+    ['partitioned_by_hospital/training_set/glaucoma', 'partitioned_randomly/training_set/glaucoma'],
+    'glaucoma',
+    (30, 40),
+  ),
+  'r1_Im002': (['partitioned_by_hospital/training_set/normal'], 'normal', (28, 36)),
+  'r3_G-1-L_left_half': (
+    ['partitioned_by_hospital/test_set/glaucoma', 'partitioned_randomly/test_set/glaucoma'],
+    'glaucoma',
+    (34, 44),
+  ),
+  'r1_Im003': (['partitioned_randomly/test_set/normal'], 'normal', (32, 38)),
 }
 
 
@@ -189,8 +204,10 @@ def test_rimone_crops_centred_and_prefer_hospital_copy(rimone):
     assert float(r['cup_to_disc']) == pytest.approx(11 / 21)
     # The stored image is the crop of the hospital copy (the random copy is img // 2).
     from PIL import Image as _I
-    ref = np.asarray(_I.fromarray(fr.crop_padded(img, row0, col0, side)).resize(
-        (32, 32), _I.Resampling.BILINEAR))
+
+    ref = np.asarray(
+      _I.fromarray(fr.crop_padded(img, row0, col0, side)).resize((32, 32), _I.Resampling.BILINEAR)
+    )
     np.testing.assert_array_equal(r['image'], ref)
 
 
@@ -236,14 +253,19 @@ def drishti_dir(tmp_path_factory):
   disc, cup = soft_maps()
   imgs = {}
   rel = root / 'Drishti-GS1_files' / 'Drishti-GS1_files'
-  for n, folder in [('002', rel / 'Training' / 'Images'), ('001', rel / 'Test' / 'Images'),
-                    ('003', rel / 'Test' / 'Images'),
-                    ('004', root / 'my copy' / 'train')]:  # variant layout, lower-case folder
+  for n, folder in [
+    ('002', rel / 'Training' / 'Images'),
+    ('001', rel / 'Test' / 'Images'),
+    ('003', rel / 'Test' / 'Images'),
+    ('004', root / 'my copy' / 'train'),
+  ]:  # variant layout, lower-case folder
     imgs[n] = fundus_image(int(n))
     save(folder / f'drishtiGS_{n}.png', imgs[n])
-  gt_places = {'002': rel / 'Training' / 'GT',
-               '001': root / 'Drishti-GS1_GT_test' / 'Test_GT',  # released separately
-               '004': root / 'my copy' / 'gt'}
+  gt_places = {
+    '002': rel / 'Training' / 'GT',
+    '001': root / 'Drishti-GS1_GT_test' / 'Test_GT',  # released separately
+    '004': root / 'my copy' / 'gt',
+  }
   for n, base in gt_places.items():
     sm = base / f'drishtiGS_{n}' / 'SoftMap'
     # Store the disc map as RGB to show colour soft maps work too.
@@ -292,9 +314,16 @@ def test_drishti_missing_and_wrong_layout(tmp_path):
 
 def test_via_registry(drishti_dir, rimone_dir, tmp_path):
   registry = pytest.importorskip('yiplearn.data.registry')
-  src = registry.load_source('drishti_gs1', 'train', data_dir=str(tmp_path),
-                             manual_dir=str(drishti_dir[0]), image_size=32)
+  src = registry.load_source(
+    'drishti_gs1', 'train', data_dir=str(tmp_path), manual_dir=str(drishti_dir[0]), image_size=32
+  )
   assert len(src) == 2 and src[0]['mask'].shape == (32, 32)
-  arr = registry.load_arrays('rimone_dl', 'test', data_dir=str(tmp_path),
-                             manual_dir=str(rimone_dir[0]), image_size=16, crop_scale=1.5)
+  arr = registry.load_arrays(
+    'rimone_dl',
+    'test',
+    data_dir=str(tmp_path),
+    manual_dir=str(rimone_dir[0]),
+    image_size=16,
+    crop_scale=1.5,
+  )
   assert arr['image'].shape == (1, 16, 16, 3) and list(arr['hospital']) == ['HUMS_HCSC']

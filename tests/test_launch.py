@@ -1,4 +1,5 @@
 """`python -m launch.run`: the quickstart end to end, and one-line user errors with exit status 2."""
+
 import json
 import os
 import subprocess
@@ -10,47 +11,66 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args, env_extra=None, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
-  env.pop("YIPLEARN_DATA_DIR", None)
-  return subprocess.run([sys.executable, "-m", "launch.run", *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **(env_extra or {}))
+  env.pop('YIPLEARN_DATA_DIR', None)
+  return subprocess.run(
+    [sys.executable, '-m', 'launch.run', *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def _error_line(proc):
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
   return lines[0]
 
 
 def test_dataset_card_end_to_end(tmp_path):
-  proc = _run("--config", "configs/quickstart.py:quick,demo=false", "--workdir", str(tmp_path))
+  proc = _run('--config', 'configs/quickstart.py:quick,demo=false', '--workdir', str(tmp_path))
   assert proc.returncode == 0, proc.stderr[-3000:]
-  cfg = json.loads((tmp_path / "config.json").read_text())
-  assert cfg["experiment"] == "quickstart"
-  card = json.loads((tmp_path / "results" / "dataset_card.json").read_text())
-  domains = {(r["dataset"], r["domain"]) for r in card["rows"]}
-  assert ("synthetic_fundus", "pathology") in domains and ("synthetic_mri", "site_d") in domains
-  assert all(r["records"] == 8 for r in card["rows"])
-  for name in ("samples_synthetic_fundus.png", "samples_synthetic_mri.png"):
-    assert (tmp_path / "plots" / name).stat().st_size > 1000
+  cfg = json.loads((tmp_path / 'config.json').read_text())
+  assert cfg['experiment'] == 'quickstart'
+  card = json.loads((tmp_path / 'results' / 'dataset_card.json').read_text())
+  domains = {(r['dataset'], r['domain']) for r in card['rows']}
+  assert ('synthetic_fundus', 'pathology') in domains and ('synthetic_mri', 'site_d') in domains
+  assert all(r['records'] == 8 for r in card['rows'])
+  for name in ('samples_synthetic_fundus.png', 'samples_synthetic_mri.png'):
+    assert (tmp_path / 'plots' / name).stat().st_size > 1000
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--config", "configs/quickstart.py:sise=3"], "'sise' is not known; valid keys:"),
-    (["--config", "configs/quickstart.py:size=big"], "size='big': expected int"),
-    (["--config", "configs/quickstart.py", "--config.nope=1"], "config has no key 'nope'"),
-    (["--config", "configs/does_not_exist.py"], "config file 'configs/does_not_exist.py' not found"),
-    (["--config", "configs/quickstart.py", "--config.experiment=bogus"], "config.experiment='bogus' is not known"),
-])
+@pytest.mark.parametrize(
+  'args, expected',
+  [
+    (['--config', 'configs/quickstart.py:sise=3'], "'sise' is not known; valid keys:"),
+    (['--config', 'configs/quickstart.py:size=big'], "size='big': expected int"),
+    (['--config', 'configs/quickstart.py', '--config.nope=1'], "config has no key 'nope'"),
+    (
+      ['--config', 'configs/does_not_exist.py'],
+      "config file 'configs/does_not_exist.py' not found",
+    ),
+    (
+      ['--config', 'configs/quickstart.py', '--config.experiment=bogus'],
+      "config.experiment='bogus' is not known",
+    ),
+  ],
+)
 def test_user_errors_are_one_line(tmp_path, args, expected):
-  proc = _run(*args, "--workdir", str(tmp_path))
+  proc = _run(*args, '--workdir', str(tmp_path))
   assert expected in _error_line(proc)
 
 
 def test_missing_manual_dir_is_one_line(tmp_path):
-  nowhere = tmp_path / "nowhere"
-  proc = _run("--config", f"configs/dataset_card.py:dataset=rimone_dl,manual_dir={nowhere}",
-              "--workdir", str(tmp_path / "w"))
+  nowhere = tmp_path / 'nowhere'
+  proc = _run(
+    '--config',
+    f'configs/dataset_card.py:dataset=rimone_dl,manual_dir={nowhere}',
+    '--workdir',
+    str(tmp_path / 'w'),
+  )
   line = _error_line(proc)
-  assert "RIM-ONE" in line and str(nowhere) in line
+  assert 'RIM-ONE' in line and str(nowhere) in line

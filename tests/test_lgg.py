@@ -15,15 +15,20 @@ from yiplearn.data import lgg
 from yiplearn.data.lgg import LggKaggle3m
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-LGG_DIR = pathlib.Path(os.environ.get('YIPLEARN_LGG_DIR',
-                                      REPO.parent / 'shared' / 'data' / 'lgg_kaggle_3m'))
+LGG_DIR = pathlib.Path(
+  os.environ.get('YIPLEARN_LGG_DIR', REPO.parent / 'shared' / 'data' / 'lgg_kaggle_3m')
+)
 
 
 def build(tmp: pathlib.Path, manual_dir, **kw) -> LggKaggle3m:
-  b = LggKaggle3m(config=LggKaggle3m.make_config(**kw), data_dir=str(tmp),
-                  file_format='array_record')
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=None if manual_dir is None else str(manual_dir)))
+  b = LggKaggle3m(
+    config=LggKaggle3m.make_config(**kw), data_dir=str(tmp), file_format='array_record'
+  )
+  b.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=None if manual_dir is None else str(manual_dir)
+    )
+  )
   return b
 
 
@@ -52,14 +57,17 @@ def test_make_config_names_and_defaults():
   assert str(c2.version) == '1.0.0'
 
 
-@pytest.mark.parametrize('kw, word', [
+@pytest.mark.parametrize(
+  'kw, word',
+  [
     (dict(variant='slices'), 'variant'),
     (dict(split_fractions=(0.5, 0.5, 0.5)), 'split_fractions'),
     (dict(split_fractions=(0.5, 0.5)), 'split_fractions'),
     (dict(split_fractions='abc'), 'split_fractions'),
     (dict(stratify_by_site='yes'), 'stratify_by_site'),
     (dict(image_size=64), 'image_size'),
-])
+  ],
+)
 def test_make_config_rejects_bad_values(kw, word):
   with pytest.raises(ValueError, match=word):
     LggKaggle3m.make_config(**kw)
@@ -85,18 +93,21 @@ def test_assign_splits_is_stable_stratified_and_complete():
 
 # (patient folder, slices {index: lesion radius}, which channels copy FLAIR on which slices)
 FIXTURE = [
-    ('TCGA_AA_0001_19990101', {1: 0, 2: 10, 3: 20}, {}),
-    ('TCGA_AA_0002_19990101', {5: 5, 7: 5}, {'post': 'all'}),         # tie -> lowest index 5
-    ('TCGA_BB_0003_20000101', {2: 0, 10: 30, 11: 8}, {'pre': 'all'}),
-    ('TCGA_BB_0004_20000101', {4: 12, 6: 0}, {'pre': 'some'}),         # only one slice -> False
-    ('TCGA_CC_0005_20010101', {3: 15, 9: 25}, {}),
+  ('TCGA_AA_0001_19990101', {1: 0, 2: 10, 3: 20}, {}),
+  ('TCGA_AA_0002_19990101', {5: 5, 7: 5}, {'post': 'all'}),  # tie -> lowest index 5
+  ('TCGA_BB_0003_20000101', {2: 0, 10: 30, 11: 8}, {'pre': 'all'}),
+  ('TCGA_BB_0004_20000101', {4: 12, 6: 0}, {'pre': 'some'}),  # only one slice -> False
+  ('TCGA_CC_0005_20010101', {3: 15, 9: 25}, {}),
 ]
 
 
 def _disk(radius: int, center=(100, 130)) -> np.ndarray:
   yy, xx = np.mgrid[:256, :256]
-  return ((yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius ** 2) if radius else \
-      np.zeros((256, 256), bool)
+  return (
+    ((yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2)
+    if radius
+    else np.zeros((256, 256), bool)
+  )
 
 
 def write_fixture(root: pathlib.Path) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
@@ -127,7 +138,8 @@ def write_fixture(root: pathlib.Path) -> dict[tuple[str, int], tuple[np.ndarray,
   # An unrelated file and an unpaired image are ignored.
   (root / 'notes.txt').write_text('hello')
   Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(
-      root / 'kaggle_3m' / FIXTURE[0][0] / f'{FIXTURE[0][0]}_99.tif')
+    root / 'kaggle_3m' / FIXTURE[0][0] / f'{FIXTURE[0][0]}_99.tif'
+  )
   return truth
 
 
@@ -151,8 +163,11 @@ def test_fixture_all_slices(fixture_dir, tmp_path):
       where[text(r['patient'])].add(s)
   assert all(len(v) == 1 for v in where.values()) and len(where) == 5
   assert sorted(recs) == ['test', 'train']  # the empty validation split is left out
-  flags = {p: (pre, post) for p, _, c in FIXTURE
-           for pre, post in [(c.get('pre') == 'all', c.get('post') == 'all')]}
+  flags = {
+    p: (pre, post)
+    for p, _, c in FIXTURE
+    for pre, post in [(c.get('pre') == 'all', c.get('post') == 'all')]
+  }
   for r in allrecs:
     patient, idx = text(r['patient']), int(r['slice_index'])
     img, mask = truth[(patient, idx)]
@@ -171,9 +186,13 @@ def test_fixture_largest_lesion(fixture_dir, tmp_path):
   b = build(tmp_path, root, variant='largest_lesion')
   recs = [r for rs in read_all(b).values() for r in rs]
   got = {text(r['patient']): int(r['slice_index']) for r in recs}
-  assert got == {'TCGA_AA_0001_19990101': 3, 'TCGA_AA_0002_19990101': 5,
-                 'TCGA_BB_0003_20000101': 10, 'TCGA_BB_0004_20000101': 4,
-                 'TCGA_CC_0005_20010101': 9}
+  assert got == {
+    'TCGA_AA_0001_19990101': 3,
+    'TCGA_AA_0002_19990101': 5,
+    'TCGA_BB_0003_20000101': 10,
+    'TCGA_BB_0004_20000101': 4,
+    'TCGA_CC_0005_20010101': 9,
+  }
   # Copy flags are computed over all of a patient's slices, not only the kept one.
   f = {text(r['patient']): bool(r['pre_is_flair_copy']) for r in recs}
   assert f['TCGA_BB_0003_20000101'] and not f['TCGA_BB_0004_20000101']
@@ -272,15 +291,17 @@ def test_real_rebuild_is_deterministic(real, tmp_path):
     np.testing.assert_array_equal(a[k]['image'], b[k]['image'])
     np.testing.assert_array_equal(a[k]['mask'], b[k]['mask'])
   # Record order of a split is also deterministic.
-  assert [text(r['id']) for r in read_all(again)['train']] == \
-      [text(r['id']) for r in real[2]['train']]
+  assert [text(r['id']) for r in read_all(again)['train']] == [
+    text(r['id']) for r in real[2]['train']
+  ]
 
 
 def test_via_registry(fixture_dir, tmp_path):
   registry = pytest.importorskip('yiplearn.data.registry')
   root, truth = fixture_dir
-  src = registry.load_source('lgg_kaggle_3m', 'train', data_dir=str(tmp_path), manual_dir=str(root),
-                             variant='largest_lesion')
+  src = registry.load_source(
+    'lgg_kaggle_3m', 'train', data_dir=str(tmp_path), manual_dir=str(root), variant='largest_lesion'
+  )
   assert len(src) >= 1
   r = src[0]
   assert r['image'].shape == (256, 256, 3) and (text(r['patient']), int(r['slice_index'])) in truth

@@ -43,15 +43,21 @@ def test_list_files_follows_links_once(tmp_path):
 
 
 def test_missing_error_is_one_line_and_informative(tmp_path):
-  e = manual.missing_error(dataset='foo', download='FOO v1 (https://foo.org)',
-                           manual_dir=tmp_path, pattern='*.foo', detail='(line\nbreak)')
+  e = manual.missing_error(
+    dataset='foo',
+    download='FOO v1 (https://foo.org)',
+    manual_dir=tmp_path,
+    pattern='*.foo',
+    detail='(line\nbreak)',
+  )
   assert isinstance(e, FileNotFoundError)
   msg = str(e)
   for part in ('foo', 'FOO v1 (https://foo.org)', str(tmp_path), "'*.foo'", 'line break'):
     assert part in msg
   assert '\n' not in msg
-  assert 'no manual_dir given' in str(manual.missing_error(
-      dataset='foo', download='x', manual_dir=None, pattern='*'))
+  assert 'no manual_dir given' in str(
+    manual.missing_error(dataset='foo', download='x', manual_dir=None, pattern='*')
+  )
 
 
 def test_require_files(tmp_path):
@@ -77,8 +83,9 @@ def test_resolve_manual_dir(tmp_path):
   ok = _FakeDlManager(tmp_path, raises=False)
   assert manual.resolve_manual_dir(ok, dataset='d', download='D', pattern='*') == tmp_path
   with pytest.raises(FileNotFoundError, match='missing or empty') as e:
-    manual.resolve_manual_dir(_FakeDlManager(tmp_path / 'nope', True), dataset='d',
-                              download='D release', pattern='*.x')
+    manual.resolve_manual_dir(
+      _FakeDlManager(tmp_path / 'nope', True), dataset='d', download='D release', pattern='*.x'
+    )
   assert str(tmp_path / 'nope') in str(e.value) and 'D release' in str(e.value)
   f = touch(tmp_path / 'file')
   with pytest.raises(FileNotFoundError, match='not a directory'):
@@ -105,4 +112,5 @@ def test_read_image_modes_and_dtype(tmp_path):
 
 def test_code_path_property_points_to_module():
   from yiplearn.data import lgg
+
   assert str(lgg.LggKaggle3m.code_path).endswith('yiplearn/data/lgg.py')

@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pytest
@@ -30,13 +29,22 @@ def test_end_to_end_and_resume(tmp_path, data_dir, monkeypatch):
   table = json.load(open(res / 'merge_accuracy.json'))
   rows = table['rows']
   methods = {r['method'] for r in rows}
-  assert methods == {'expert_rot0', 'expert_rot60', 'expert_rot75', 'mean', 'eam',
-                     'ensemble_entropy', 'best_expert'}
+  assert methods == {
+    'expert_rot0',
+    'expert_rot60',
+    'expert_rot75',
+    'mean',
+    'eam',
+    'ensemble_entropy',
+    'best_expert',
+  }
   for r in rows:
     assert 0 <= r['accuracy'] <= 1
     assert r['n'] == (12 if r['stream'] != 'continual' else 48)
   for s in c.streams:
-    experts = [r['accuracy'] for r in rows if r['stream'] == s and r['method'].startswith('expert_')]
+    experts = [
+      r['accuracy'] for r in rows if r['stream'] == s and r['method'].startswith('expert_')
+    ]
     best = [r['accuracy'] for r in rows if r['stream'] == s and r['method'] == 'best_expert']
     assert best == [max(experts)]
   summary = json.load(open(res / 'merge_summary.json'))['rows']
@@ -87,7 +95,6 @@ def test_fisher_method_follows_dominant_expert_including_batch_stats():
   """One expert with overwhelming Fisher: the 'fisher' method must reproduce that expert exactly,
   BatchNorm running statistics included (they used to be averaged uniformly, mixing one expert's
   weights with the others' statistics)."""
-  import types
 
   import jax
   import jax.numpy as jnp
@@ -104,11 +111,21 @@ def test_fisher_method_follows_dominant_expert_including_batch_stats():
   experts = []
   leaves, treedef = jax.tree.flatten(base)
   for k in range(3):  # distinct params and distinct running statistics per expert
-    experts.append(jax.tree.unflatten(treedef, [
-        a + 0.3 * jax.random.uniform(jax.random.fold_in(jax.random.key(10 + k), i), a.shape)
-        for i, a in enumerate(leaves)]))
-  fishers = [jax.tree.map(lambda a, k=k: jnp.full(a.shape, 1e6 if k == 1 else 1e-3, jnp.float32),
-                          e['params']) for k, e in enumerate(experts)]
+    experts.append(
+      jax.tree.unflatten(
+        treedef,
+        [
+          a + 0.3 * jax.random.uniform(jax.random.fold_in(jax.random.key(10 + k), i), a.shape)
+          for i, a in enumerate(leaves)
+        ],
+      )
+    )
+  fishers = [
+    jax.tree.map(
+      lambda a, k=k: jnp.full(a.shape, 1e6 if k == 1 else 1e-3, jnp.float32), e['params']
+    )
+    for k, e in enumerate(experts)
+  ]
   fam = train_experts.Family(model, ['a', 'b', 'c'], base, experts, fishers)
   cfg = ml_collections.ConfigDict(dict(methods=('fisher',), seed=0, static={}, eam={}))
   method = merge_methods.build(cfg, fam)['fisher']
@@ -116,8 +133,9 @@ def test_fisher_method_follows_dominant_expert_including_batch_stats():
   _, logits, _ = method.update(state, x)
   np.testing.assert_allclose(logits, model.apply(experts[1], x), rtol=1e-4, atol=1e-4)
   # The uniform mean of the statistics would give clearly different outputs.
-  mixed = dict(experts[1], batch_stats=jax.tree.map(lambda a: a.mean(0),
-                                                    tr.stack(experts)['batch_stats']))
+  mixed = dict(
+    experts[1], batch_stats=jax.tree.map(lambda a: a.mean(0), tr.stack(experts)['batch_stats'])
+  )
   assert np.abs(np.asarray(model.apply(mixed, x) - model.apply(experts[1], x))).max() > 1e-3
 
 
@@ -147,6 +165,7 @@ def test_mid_stream_resume_equals_uninterrupted_run(tmp_path, data_dir, monkeypa
       if meta['method'] == 'eam' and meta['stream'] == 'continual' and i == 4:
         raise _Killed  # after batch 5: checkpoint at 4 batches, trace already holds batch index 4
       return state
+
     return original(update, state, stream, meta=meta, on_batch=hook, **kw)
 
   monkeypatch.setattr(merge_online, 'run_stream', dying)
@@ -158,5 +177,10 @@ def test_mid_stream_resume_equals_uninterrupted_run(tmp_path, data_dir, monkeypa
   assert [t['batch'] for t in trace] == [0, 1, 2, 3, 4]
   monkeypatch.setattr(merge_online, 'run_stream', original)
   merge_online.run(c, str(dir_))
-  for name in ('merge_accuracy.json', 'merge_accuracy.csv', 'merge_summary.json', 'lambda_trace.jsonl'):
+  for name in (
+    'merge_accuracy.json',
+    'merge_accuracy.csv',
+    'merge_summary.json',
+    'lambda_trace.jsonl',
+  ):
     assert (dir_ / 'results' / name).read_bytes() == (ref_dir / 'results' / name).read_bytes(), name

@@ -1,4 +1,5 @@
 """Online merging: entropy-adaptive merging, AdaMerging, Tent, fixed merges."""
+
 import functools
 
 import jax
@@ -49,15 +50,17 @@ def block_experts(enc_differ=True, head_differ=False, strength=8.0):
   for k in range(K):
     we = np.zeros((n, n), np.float32)
     if enc_differ:
-      we[k * D:(k + 1) * D, k * D:(k + 1) * D] = np.eye(D)
+      we[k * D : (k + 1) * D, k * D : (k + 1) * D] = np.eye(D)
     else:
       we[:] = np.eye(n)
     wh = np.zeros((n, C), np.float32)
     if head_differ:
-      wh[k * D:(k + 1) * D] = strength * protos
+      wh[k * D : (k + 1) * D] = strength * protos
     else:
       wh[:] = np.tile(strength * protos, (K, 1))
-    experts.append({'params': {'encoder': {'w': we}, 'head': {'w': wh, 'b': np.zeros(C, np.float32)}}})
+    experts.append(
+      {'params': {'encoder': {'w': we}, 'head': {'w': wh, 'b': np.zeros(C, np.float32)}}}
+    )
   base = jax.tree.map(np.zeros_like, experts[0])
   return tr.stack(experts), base, protos
 
@@ -67,15 +70,16 @@ def domain_batch(k, protos, b=16, seed=0):
   y = rng.integers(0, C, size=b)
   z = np.eye(C)[y] @ np.linalg.pinv(protos) + 0.05 * rng.normal(size=(b, D))
   x = np.zeros((b, K * D), np.float32)
-  x[:, k * D:(k + 1) * D] = z
+  x[:, k * D : (k + 1) * D] = z
   return jnp.asarray(x), y
 
 
 @pytest.mark.parametrize('temperature', [0.0, 1e-3])
 def test_converges_on_true_expert(temperature):
   experts, base, protos = block_experts(enc_differ=True, head_differ=True)
-  m = online.entropy_adaptive(Toy(), K, temperature=temperature, grid_resolution=4,
-                              refine_radius=0.2)
+  m = online.entropy_adaptive(
+    Toy(), K, temperature=temperature, grid_resolution=4, refine_radius=0.2
+  )
   update = jax.jit(m.update)
   state = m.init(experts, base)
   for t in range(4):
@@ -128,16 +132,26 @@ def test_chunked_candidates_equal_python_loop():
   model = resnet_classifier(3, stage_sizes=(1,), widths=(4,))
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   base = model.init(jax.random.key(1), x)
-  experts = tr.stack([jax.tree.map(lambda a, i=i: a + 0.3 * jax.random.normal(
-      jax.random.fold_in(jax.random.key(2), i), a.shape), base) for i in range(K)])
+  experts = tr.stack(
+    [
+      jax.tree.map(
+        lambda a, i=i: (
+          a + 0.3 * jax.random.normal(jax.random.fold_in(jax.random.key(2), i), a.shape)
+        ),
+        base,
+      )
+      for i in range(K)
+    ]
+  )
   tau = tr.task_vectors(experts, base)
   cands = jnp.asarray(candidates.make_candidates(K, grid_resolution=3))  # J = 11 (with mean)
   head_lam = jnp.asarray([0.2, 0.5, 0.3])
   apply = jax.jit(model.apply, static_argnums=2)
   for bn_mode, hl in (('merge', None), ('batch', head_lam)):
     if True:
-      got = online.score_candidates(model, base, tau, x, cands, scale=0.9, head_lam=hl,
-                                    bn_mode=bn_mode, chunk_size=4)
+      got = online.score_candidates(
+        model, base, tau, x, cands, scale=0.9, head_lam=hl, bn_mode=bn_mode, chunk_size=4
+      )
       ref = []
       for lam in np.asarray(cands):
         v = tr.merge(base, tau, 0.9 * jnp.asarray(lam))
@@ -156,13 +170,15 @@ def test_entropy_score_and_weights_reference():
   h = -(p * np.log(p)).sum(1)
   pb = p.mean(0)
   np.testing.assert_allclose(online.entropy_score(logits), h.mean(), rtol=1e-6)
-  np.testing.assert_allclose(online.entropy_score(logits, 0.5),
-                             h.mean() + 0.5 * (pb * np.log(pb)).sum(), rtol=1e-6)
+  np.testing.assert_allclose(
+    online.entropy_score(logits, 0.5), h.mean() + 0.5 * (pb * np.log(pb)).sum(), rtol=1e-6
+  )
   s = jnp.asarray([0.3, 0.1, jnp.nan, 0.2])
   np.testing.assert_array_equal(online.candidate_weights(s, 0.0), [0, 1, 0, 0])
   w = np.exp(-np.array([0.3, 0.1, 0.2]) / 0.1)
-  np.testing.assert_allclose(np.asarray(online.candidate_weights(s, 0.1))[[0, 1, 3]], w / w.sum(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(online.candidate_weights(s, 0.1))[[0, 1, 3]], w / w.sum(), rtol=1e-5
+  )
 
 
 def test_candidates():
@@ -177,7 +193,9 @@ def test_candidates():
   np.testing.assert_array_equal(r, candidates.make_candidates(8, grid_resolution=0, num_random=10))
   assert len(candidates.make_candidates(12)) == 12 + 1 + 16  # grid too large -> random points
   ref = candidates.refine(jnp.asarray([0.5, 0.5, 0.0]), 0.2)
-  np.testing.assert_allclose(ref, [[.5, .5, 0], [.6, .4, 0], [.4, .6, 0], [.4, .4, .2]], atol=1e-6)
+  np.testing.assert_allclose(
+    ref, [[0.5, 0.5, 0], [0.6, 0.4, 0], [0.4, 0.6, 0], [0.4, 0.4, 0.2]], atol=1e-6
+  )
   with pytest.raises(ValueError, match='temperature'):
     online.entropy_adaptive(Toy(), 3, temperature=-1)
   with pytest.raises(ValueError, match='candidates.shape'):
@@ -201,13 +219,22 @@ def test_adamerging_moves_toward_true_expert():
     assert state.lam.shape == ((3, K) if layerwise else (K,))  # 3 leaves: enc w, head w, b
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resnet_setup():
   model = resnet_classifier(C, stage_sizes=(1,), widths=(4,))
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   base = model.init(jax.random.key(1), x)
-  experts = tr.stack([jax.tree.map(lambda a, i=i: a + 0.2 * jax.random.normal(
-      jax.random.fold_in(jax.random.key(3), i), a.shape), base) for i in range(K)])
+  experts = tr.stack(
+    [
+      jax.tree.map(
+        lambda a, i=i: (
+          a + 0.2 * jax.random.normal(jax.random.fold_in(jax.random.key(3), i), a.shape)
+        ),
+        base,
+      )
+      for i in range(K)
+    ]
+  )
   return model, x, base, experts
 
 
@@ -232,13 +259,14 @@ def test_tent_updates_only_norm_params():
 
 def _methods(model):
   return {
-      'eam': online.entropy_adaptive(model, K, refine_radius=0.2, ema=0.3, chunk_size=5),
-      'eam_bnbatch': online.entropy_adaptive(model, K, bn_mode='batch', temperature=0.0,
-                                             score_head='same', num_random=4),
-      'ada_task': adamerging.adamerging(model, K, steps=2),
-      'ada_layer': adamerging.adamerging(model, K, layerwise=True),
-      'tent': tent.tent(model),
-      'mean': online.fixed_model(model, lambda e, b: static.mean_merge(e)),
+    'eam': online.entropy_adaptive(model, K, refine_radius=0.2, ema=0.3, chunk_size=5),
+    'eam_bnbatch': online.entropy_adaptive(
+      model, K, bn_mode='batch', temperature=0.0, score_head='same', num_random=4
+    ),
+    'ada_task': adamerging.adamerging(model, K, steps=2),
+    'ada_layer': adamerging.adamerging(model, K, layerwise=True),
+    'tent': tent.tent(model),
+    'mean': online.fixed_model(model, lambda e, b: static.mean_merge(e)),
   }
 
 

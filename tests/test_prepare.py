@@ -1,4 +1,5 @@
 """Host-side preparation of segmentation arrays."""
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -10,17 +11,26 @@ def _arrays(n=3, h=16, c=3, seed=0):
   rng = np.random.default_rng(seed)
   img = rng.integers(0, 256, (n, h, h, c), dtype=np.uint8)
   mask = (rng.random((n, h, h)) > 0.7).astype(np.uint8)
-  return {"image": img, "mask": mask,
-          "pre_is_flair_copy": np.array([True, False, False]), "post_is_flair_copy": np.array([False, False, True])}
+  return {
+    'image': img,
+    'mask': mask,
+    'pre_is_flair_copy': np.array([True, False, False]),
+    'post_is_flair_copy': np.array([False, False, True]),
+  }
 
 
 def test_unit_and_channels_and_resize():
   a = _arrays()
-  x, m = prepare.prepare_segmentation(a, channels=[1], image_size=8, norm="unit", num_classes=2)
-  assert x.shape == (3, 8, 8, 1) and x.dtype == np.float32 and m.shape == (3, 8, 8) and m.dtype == np.int32
+  x, m = prepare.prepare_segmentation(a, channels=[1], image_size=8, norm='unit', num_classes=2)
+  assert (
+    x.shape == (3, 8, 8, 1)
+    and x.dtype == np.float32
+    and m.shape == (3, 8, 8)
+    and m.dtype == np.int32
+  )
   assert 0.0 <= x.min() and x.max() <= 1.0
   # A constant image stays constant after resizing; nearest masks keep their class set.
-  const = {"image": np.full((1, 16, 16, 1), 200, np.uint8), "mask": np.ones((1, 16, 16), np.uint8)}
+  const = {'image': np.full((1, 16, 16, 1), 200, np.uint8), 'mask': np.ones((1, 16, 16), np.uint8)}
   xc, mc = prepare.prepare_segmentation(const, image_size=5)
   np.testing.assert_allclose(xc, 200 / 255.0, atol=1e-6)
   assert set(np.unique(mc)) == {1}
@@ -28,8 +38,8 @@ def test_unit_and_channels_and_resize():
 
 def test_zscore_against_numpy():
   a = _arrays()
-  x, _ = prepare.prepare_segmentation(a, norm="zscore")
-  img = a["image"][1, ..., 2].astype(np.float64) / 255
+  x, _ = prepare.prepare_segmentation(a, norm='zscore')
+  img = a['image'][1, ..., 2].astype(np.float64) / 255
   fg = img > 0
   ref = (img - img[fg].mean()) / np.sqrt(img[fg].var() + 1e-6) * fg
   np.testing.assert_allclose(x[1, ..., 2], ref, atol=1e-4)
@@ -43,14 +53,14 @@ def test_nearest_mask_resize_matches_scipy_on_integer_factor():
 
 def test_lgg_filters_and_errors():
   a = _arrays()
-  np.testing.assert_array_equal(prepare.lgg_channel_filter(a, "t1"), [False, True, True])
-  np.testing.assert_array_equal(prepare.lgg_channel_filter(a, "t1c"), [True, True, False])
-  np.testing.assert_array_equal(prepare.lgg_channel_filter(a, "flair"), [True, True, True])
+  np.testing.assert_array_equal(prepare.lgg_channel_filter(a, 't1'), [False, True, True])
+  np.testing.assert_array_equal(prepare.lgg_channel_filter(a, 't1c'), [True, True, False])
+  np.testing.assert_array_equal(prepare.lgg_channel_filter(a, 'flair'), [True, True, True])
   with pytest.raises(ValueError, match="sequence='t2'"):
-    prepare.lgg_channel("t2")
-  with pytest.raises(ValueError, match="channels=\\[5\\]"):
+    prepare.lgg_channel('t2')
+  with pytest.raises(ValueError, match='channels=\\[5\\]'):
     prepare.prepare_segmentation(a, channels=[5])
   with pytest.raises(ValueError, match="normalize='x'"):
-    prepare.normalize(a["image"], "x")
-  with pytest.raises(ValueError, match="mask has class 1"):
+    prepare.normalize(a['image'], 'x')
+  with pytest.raises(ValueError, match='mask has class 1'):
     prepare.prepare_segmentation(a, num_classes=1)

@@ -34,8 +34,9 @@ def test_batch_stats_modes(setup):
   f_two = model.encode(variables, x[:2], train=True)
   assert not np.allclose(f_all[:2], f_two, atol=1e-5)
   # Eval mode is per-example.
-  np.testing.assert_allclose(model.encode(variables, x)[:2], model.encode(variables, x[:2]),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    model.encode(variables, x)[:2], model.encode(variables, x[:2]), rtol=1e-5, atol=1e-6
+  )
   _, new_vars = model.encode_with_updates(variables, x)
   old = jax.tree.leaves(variables['batch_stats'])
   new = jax.tree.leaves(new_vars['batch_stats'])

@@ -9,14 +9,24 @@ from yiplearn.merging import tree as tr
 
 def _setup(seed=0, k=3):
   rng = np.random.default_rng(seed)
-  base = {'a': rng.normal(size=(5, 4)).astype(np.float32), 'b': rng.normal(size=(7,)).astype(np.float32)}
-  experts = jax.tree.map(lambda x: x[None] + rng.normal(size=(k,) + x.shape).astype(np.float32), base)
+  base = {
+    'a': rng.normal(size=(5, 4)).astype(np.float32),
+    'b': rng.normal(size=(7,)).astype(np.float32),
+  }
+  experts = jax.tree.map(
+    lambda x: x[None] + rng.normal(size=(k,) + x.shape).astype(np.float32), base
+  )
   return experts, base
 
 
 def _flat(t):
-  return np.concatenate([np.asarray(t['a']).reshape(t['a'].shape[0], -1),
-                         np.asarray(t['b']).reshape(t['b'].shape[0], -1)], axis=1)
+  return np.concatenate(
+    [
+      np.asarray(t['a']).reshape(t['a'].shape[0], -1),
+      np.asarray(t['b']).reshape(t['b'].shape[0], -1),
+    ],
+    axis=1,
+  )
 
 
 def _unflat(v):
@@ -87,11 +97,13 @@ def test_dare_fixed_key():
   # DARE + TA == numpy TA on the dropped vectors; DARE + TIES == numpy TIES on them.
   ta = static.dare_merge(experts, base, key, p, then='task_arithmetic', scale=0.5)
   b = _flat(jax.tree.map(lambda x: x[None], base))[0]
-  np.testing.assert_allclose(_flat(jax.tree.map(lambda x: x[None], ta))[0], b + 0.5 * d.sum(0),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    _flat(jax.tree.map(lambda x: x[None], ta))[0], b + 0.5 * d.sum(0), rtol=1e-5, atol=1e-5
+  )
   ties = static.dare_merge(experts, base, key, p, then='ties', density=0.5, scale=1.0)
-  np.testing.assert_allclose(_flat(jax.tree.map(lambda x: x[None], ties))[0],
-                             b + _ties_numpy(d, 0.5), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    _flat(jax.tree.map(lambda x: x[None], ties))[0], b + _ties_numpy(d, 0.5), rtol=1e-5, atol=1e-5
+  )
   # Drop rate 0 is the identity.
   jax.tree.map(np.testing.assert_array_equal, static.dare(tau, key, 0.0), tau)
   with pytest.raises(ValueError, match='drop_rate'):
@@ -114,7 +126,7 @@ def test_fisher_linear_softmax_vs_numpy():
     pr /= pr.sum(1, keepdims=True)
     for i in range(len(x)):
       g = np.outer(x[i], np.eye(3)[y[i]] - pr[i])
-      ref += g ** 2
+      ref += g**2
   np.testing.assert_allclose(f['w'], ref / 10, rtol=1e-4, atol=1e-6)
   # Sampled labels: finite, non-negative, deterministic per key.
   f1 = static.diagonal_fisher(log_probs, {'w': jnp.asarray(w)}, xs, key=jax.random.key(0))
@@ -136,21 +148,34 @@ def test_fisher_merge_vs_numpy():
   # All-zero Fisher -> uniform mean; one dominant Fisher -> that expert.
   z = static.fisher_merge(experts, jax.tree.map(jnp.zeros_like, experts))
   np.testing.assert_allclose(z['a'], np.asarray(experts['a']).mean(0), rtol=1e-5)
-  dom = {'a': jnp.zeros_like(experts['a']).at[1].set(1e6), 'b': jnp.zeros_like(experts['b']).at[1].set(1e6)}
+  dom = {
+    'a': jnp.zeros_like(experts['a']).at[1].set(1e6),
+    'b': jnp.zeros_like(experts['b']).at[1].set(1e6),
+  }
   d = static.fisher_merge(experts, dom)
   np.testing.assert_allclose(d['a'], experts['a'][1], rtol=1e-4, atol=1e-5)
 
 
 def test_batch_stats_fisher_maps_bn_param_fisher():
-  f_params = {'enc': {'bn': {'scale': jnp.array([[1., 2.], [3., 4.]]),
-                             'bias': jnp.array([[10., 20.], [30., 40.]])},
-                      'conv': {'kernel': jnp.ones((2, 3, 2))}}}
-  stats = {'enc': {'bn': {'mean': jnp.zeros((2, 2)), 'var': jnp.ones((2, 2))},
-                   'other': {'mean': jnp.zeros((2, 5))}}}
+  f_params = {
+    'enc': {
+      'bn': {
+        'scale': jnp.array([[1.0, 2.0], [3.0, 4.0]]),
+        'bias': jnp.array([[10.0, 20.0], [30.0, 40.0]]),
+      },
+      'conv': {'kernel': jnp.ones((2, 3, 2))},
+    }
+  }
+  stats = {
+    'enc': {
+      'bn': {'mean': jnp.zeros((2, 2)), 'var': jnp.ones((2, 2))},
+      'other': {'mean': jnp.zeros((2, 5))},
+    }
+  }
   got = static.batch_stats_fisher(f_params, stats)
-  np.testing.assert_allclose(got['enc']['bn']['mean'], [[11., 22.], [33., 44.]])
-  np.testing.assert_allclose(got['enc']['bn']['var'], [[11., 22.], [33., 44.]])
+  np.testing.assert_allclose(got['enc']['bn']['mean'], [[11.0, 22.0], [33.0, 44.0]])
+  np.testing.assert_allclose(got['enc']['bn']['var'], [[11.0, 22.0], [33.0, 44.0]])
   assert got['enc']['other']['mean'] is None  # no matching scale/bias: uniform mean
   merged = static.fisher_merge(stats, got)
-  np.testing.assert_allclose(merged['enc']['bn']['var'], [1., 1.])
+  np.testing.assert_allclose(merged['enc']['bn']['var'], [1.0, 1.0])
   np.testing.assert_allclose(merged['enc']['other']['mean'], np.zeros(5))

@@ -32,9 +32,13 @@ def test_every_example_once_and_batches_consistent(kind, batch_size):
     np.testing.assert_array_equal(b['label'], labels[b['index']])
     np.testing.assert_array_equal(b['domain'], domains[b['index']])
   # Deterministic per seed, different across seeds.
-  _, idx2 = _collect(streams.make_stream(kind, images, labels, domains, batch_size=batch_size, seed=3))
+  _, idx2 = _collect(
+    streams.make_stream(kind, images, labels, domains, batch_size=batch_size, seed=3)
+  )
   np.testing.assert_array_equal(idx, idx2)
-  _, idx3 = _collect(streams.make_stream(kind, images, labels, domains, batch_size=batch_size, seed=4))
+  _, idx3 = _collect(
+    streams.make_stream(kind, images, labels, domains, batch_size=batch_size, seed=4)
+  )
   assert not np.array_equal(idx, idx3)
 
 
@@ -54,14 +58,16 @@ def test_dirichlet_is_temporally_correlated():
 
 def test_continual_domain_sequence():
   images, labels, domains = _data()
-  s = streams.make_stream('continual', images, labels, domains, batch_size=5,
-                          domain_order=['c', 'a', 'b'])
+  s = streams.make_stream(
+    'continual', images, labels, domains, batch_size=5, domain_order=['c', 'a', 'b']
+  )
   d = domains[s.order]
   # Domains appear as three contiguous blocks in the requested order.
   changes = [d[0]] + [d[i] for i in range(1, len(d)) if d[i] != d[i - 1]]
   assert changes == ['c', 'a', 'b']
-  s2 = streams.make_stream('continual', images, labels, domains, batch_size=5, within='dirichlet',
-                           alpha=0.01)
+  s2 = streams.make_stream(
+    'continual', images, labels, domains, batch_size=5, within='dirichlet', alpha=0.01
+  )
   d2 = domains[s2.order]
   assert [d2[0]] + [d2[i] for i in range(1, len(d2)) if d2[i] != d2[i - 1]] == ['a', 'b', 'c']
   assert streams.label_switch_rate(labels[s2.order]) < 0.2
@@ -86,8 +92,14 @@ def test_validation():
 
 
 def test_batches_from_an_index_equal_the_tail_of_the_iteration():
-  s = streams.make_stream('iid', np.zeros((23, 2, 2, 1), np.float32), np.arange(23) % 3, np.full(23, 'a'),
-                         batch_size=5, seed=0)
+  s = streams.make_stream(
+    'iid',
+    np.zeros((23, 2, 2, 1), np.float32),
+    np.arange(23) % 3,
+    np.full(23, 'a'),
+    batch_size=5,
+    seed=0,
+  )
   full = list(s)
   tail = list(s.batches(3))
   assert len(full) == 5 and len(tail) == 2

@@ -8,10 +8,16 @@ from yiplearn.merging import tree as tr
 
 def _tree(rng, k=None):
   lead = () if k is None else (k,)
-  return {'params': {'encoder': {'w': rng.normal(size=lead + (3, 4)).astype(np.float32),
-                                 'b': rng.normal(size=lead + (4,)).astype(np.float32)},
-                     'head': {'kernel': rng.normal(size=lead + (4, 2)).astype(np.float32)}},
-          'batch_stats': {'encoder': {'mean': rng.normal(size=lead + (4,)).astype(np.float32)}}}
+  return {
+    'params': {
+      'encoder': {
+        'w': rng.normal(size=lead + (3, 4)).astype(np.float32),
+        'b': rng.normal(size=lead + (4,)).astype(np.float32),
+      },
+      'head': {'kernel': rng.normal(size=lead + (4, 2)).astype(np.float32)},
+    },
+    'batch_stats': {'encoder': {'mean': rng.normal(size=lead + (4,)).astype(np.float32)}},
+  }
 
 
 def test_stack_unstack_roundtrip():

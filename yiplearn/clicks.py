@@ -20,7 +20,8 @@ labelled k.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,263 +30,275 @@ import numpy as np
 from yiplearn.imageops import gaussian_kernel1d
 
 __all__ = [
-    "Clicks",
-    "empty_clicks",
-    "add_click",
-    "num_valid",
-    "select",
-    "from_lists",
-    "guidance_maps",
-    "model_input",
-    "ENCODINGS",
+  'Clicks',
+  'empty_clicks',
+  'add_click',
+  'num_valid',
+  'select',
+  'from_lists',
+  'guidance_maps',
+  'model_input',
+  'ENCODINGS',
 ]
 
-ENCODINGS = ("gaussian", "disk")
+ENCODINGS = ('gaussian', 'disk')
 
 
 class Clicks(NamedTuple):
-    """A fixed-capacity set of clicks (a pytree).
+  """A fixed-capacity set of clicks (a pytree).
 
-    Attributes:
-      coords: (T, 2) int32 (row, col).
-      labels: (T,) int32 class index of each click.
-      valid: (T,) bool; invalid slots are ignored everywhere.
-    """
+  Attributes:
+    coords: (T, 2) int32 (row, col).
+    labels: (T,) int32 class index of each click.
+    valid: (T,) bool; invalid slots are ignored everywhere.
+  """
 
-    coords: jax.Array
-    labels: jax.Array
-    valid: jax.Array
+  coords: jax.Array
+  labels: jax.Array
+  valid: jax.Array
 
-    @property
-    def capacity(self) -> int:
-        return self.valid.shape[-1]
+  @property
+  def capacity(self) -> int:
+    return self.valid.shape[-1]
 
 
 def empty_clicks(capacity: int) -> Clicks:
-    """A click set with ``capacity`` (static, >= 1) slots, all invalid."""
-    if int(capacity) != capacity or capacity < 1:
-        raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
-    capacity = int(capacity)
-    return Clicks(
-        coords=jnp.zeros((capacity, 2), jnp.int32),
-        labels=jnp.zeros((capacity,), jnp.int32),
-        valid=jnp.zeros((capacity,), bool),
-    )
+  """A click set with ``capacity`` (static, >= 1) slots, all invalid."""
+  if int(capacity) != capacity or capacity < 1:
+    raise ValueError(f'capacity must be a positive integer, got {capacity!r}')
+  capacity = int(capacity)
+  return Clicks(
+    coords=jnp.zeros((capacity, 2), jnp.int32),
+    labels=jnp.zeros((capacity,), jnp.int32),
+    valid=jnp.zeros((capacity,), bool),
+  )
 
 
 def add_click(
-    clicks: Clicks,
-    index: jax.Array | int,
-    coord: jax.Array,
-    label: jax.Array | int,
-    valid: jax.Array | bool = True,
+  clicks: Clicks,
+  index: jax.Array | int,
+  coord: jax.Array,
+  label: jax.Array | int,
+  valid: jax.Array | bool = True,
 ) -> Clicks:
-    """Write one click into slot ``index`` (may be traced). Returns a new Clicks.
+  """Write one click into slot ``index`` (may be traced). Returns a new Clicks.
 
-    Args:
-      clicks: the click set.
-      index: int32 scalar slot, 0 <= index < T (out-of-range writes are dropped).
-      coord: (2,) int (row, col).
-      label: int32 scalar class.
-      valid: bool scalar; pass the simulated user's ``valid`` so "no click"
-        leaves an invalid slot.
-    """
-    coord = jnp.asarray(coord, jnp.int32).reshape(2)
-    return Clicks(
-        coords=clicks.coords.at[index].set(coord, mode="drop"),
-        labels=clicks.labels.at[index].set(jnp.asarray(label, jnp.int32), mode="drop"),
-        valid=clicks.valid.at[index].set(jnp.asarray(valid, bool), mode="drop"),
-    )
+  Args:
+    clicks: the click set.
+    index: int32 scalar slot, 0 <= index < T (out-of-range writes are dropped).
+    coord: (2,) int (row, col).
+    label: int32 scalar class.
+    valid: bool scalar; pass the simulated user's ``valid`` so "no click"
+      leaves an invalid slot.
+  """
+  coord = jnp.asarray(coord, jnp.int32).reshape(2)
+  return Clicks(
+    coords=clicks.coords.at[index].set(coord, mode='drop'),
+    labels=clicks.labels.at[index].set(jnp.asarray(label, jnp.int32), mode='drop'),
+    valid=clicks.valid.at[index].set(jnp.asarray(valid, bool), mode='drop'),
+  )
 
 
 def num_valid(clicks: Clicks) -> jax.Array:
-    """Number of valid clicks, int32 scalar."""
-    return jnp.sum(clicks.valid.astype(jnp.int32), axis=-1)
+  """Number of valid clicks, int32 scalar."""
+  return jnp.sum(clicks.valid.astype(jnp.int32), axis=-1)
 
 
 def select(clicks: Clicks, keep: jax.Array) -> Clicks:
-    """Keep only the slots where ``keep`` (T,) bool is True (valid &= keep).
+  """Keep only the slots where ``keep`` (T,) bool is True (valid &= keep).
 
-    Example -- the newest click t only: ``select(c, jnp.arange(T) == t)``.
-    """
-    return clicks._replace(valid=clicks.valid & jnp.asarray(keep, bool))
+  Example -- the newest click t only: ``select(c, jnp.arange(T) == t)``.
+  """
+  return clicks._replace(valid=clicks.valid & jnp.asarray(keep, bool))
 
 
 def from_lists(
-    coords: Sequence[Sequence[int]],
-    labels: Sequence[int],
-    capacity: int,
-    *,
-    shape: tuple[int, int] | None = None,
-    num_classes: int | None = None,
+  coords: Sequence[Sequence[int]],
+  labels: Sequence[int],
+  capacity: int,
+  *,
+  shape: tuple[int, int] | None = None,
+  num_classes: int | None = None,
 ) -> Clicks:
-    """Host-side constructor with validation.
+  """Host-side constructor with validation.
 
-    Args:
-      coords: n (row, col) pairs.
-      labels: n class indices.
-      capacity: T >= n.
-      shape: optional (H, W); if given, coords must lie inside.
-      num_classes: optional K; if given, labels must lie in [0, K).
+  Args:
+    coords: n (row, col) pairs.
+    labels: n class indices.
+    capacity: T >= n.
+    shape: optional (H, W); if given, coords must lie inside.
+    num_classes: optional K; if given, labels must lie in [0, K).
 
-    Returns:
-      Clicks with the first n slots valid.
-    """
-    c = np.asarray(coords, dtype=np.int64).reshape(-1, 2) if len(coords) else np.zeros((0, 2), np.int64)
-    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if c.shape[0] != lab.shape[0]:
-        raise ValueError(
-            f"coords and labels must have the same length, got {c.shape[0]} coords and {lab.shape[0]} labels"
-        )
-    if int(capacity) != capacity or capacity < max(1, c.shape[0]):
-        raise ValueError(f"capacity must be an integer >= max(1, number of clicks={c.shape[0]}), got {capacity!r}")
-    if shape is not None:
-        h, w = shape
-        bad = (c[:, 0] < 0) | (c[:, 0] >= h) | (c[:, 1] < 0) | (c[:, 1] >= w)
-        if bad.any():
-            raise ValueError(f"coords must lie inside the image of shape {tuple(shape)}, got {c[bad].tolist()}")
-    if num_classes is not None:
-        bad = (lab < 0) | (lab >= num_classes)
-        if bad.any():
-            raise ValueError(f"labels must be in [0, {num_classes}), got {lab[bad].tolist()}")
-    n = c.shape[0]
-    capacity = int(capacity)
-    coords_a = np.zeros((capacity, 2), np.int32)
-    coords_a[:n] = c
-    labels_a = np.zeros((capacity,), np.int32)
-    labels_a[:n] = lab
-    valid_a = np.arange(capacity) < n
-    return Clicks(jnp.asarray(coords_a), jnp.asarray(labels_a), jnp.asarray(valid_a))
+  Returns:
+    Clicks with the first n slots valid.
+  """
+  c = (
+    np.asarray(coords, dtype=np.int64).reshape(-1, 2) if len(coords) else np.zeros((0, 2), np.int64)
+  )
+  lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+  if c.shape[0] != lab.shape[0]:
+    raise ValueError(
+      f'coords and labels must have the same length, got {c.shape[0]} coords and {lab.shape[0]} labels'
+    )
+  if int(capacity) != capacity or capacity < max(1, c.shape[0]):
+    raise ValueError(
+      f'capacity must be an integer >= max(1, number of clicks={c.shape[0]}), got {capacity!r}'
+    )
+  if shape is not None:
+    h, w = shape
+    bad = (c[:, 0] < 0) | (c[:, 0] >= h) | (c[:, 1] < 0) | (c[:, 1] >= w)
+    if bad.any():
+      raise ValueError(
+        f'coords must lie inside the image of shape {tuple(shape)}, got {c[bad].tolist()}'
+      )
+  if num_classes is not None:
+    bad = (lab < 0) | (lab >= num_classes)
+    if bad.any():
+      raise ValueError(f'labels must be in [0, {num_classes}), got {lab[bad].tolist()}')
+  n = c.shape[0]
+  capacity = int(capacity)
+  coords_a = np.zeros((capacity, 2), np.int32)
+  coords_a[:n] = c
+  labels_a = np.zeros((capacity,), np.int32)
+  labels_a[:n] = lab
+  valid_a = np.arange(capacity) < n
+  return Clicks(jnp.asarray(coords_a), jnp.asarray(labels_a), jnp.asarray(valid_a))
 
 
 def _effective_valid(clicks: Clicks, shape: tuple[int, int], num_classes: int) -> jax.Array:
-    """Valid, inside the image, label in range, and not a duplicate of an earlier click."""
-    h, w = shape
-    r, c = clicks.coords[:, 0], clicks.coords[:, 1]
-    ok = clicks.valid & (r >= 0) & (r < h) & (c >= 0) & (c < w)
-    ok = ok & (clicks.labels >= 0) & (clicks.labels < num_classes)
-    t = clicks.valid.shape[0]
-    same = (
-        (clicks.coords[:, None, :] == clicks.coords[None, :, :]).all(-1)
-        & (clicks.labels[:, None] == clicks.labels[None, :])
-        & ok[None, :]
-        & (jnp.arange(t)[None, :] < jnp.arange(t)[:, None])
+  """Valid, inside the image, label in range, and not a duplicate of an earlier click."""
+  h, w = shape
+  r, c = clicks.coords[:, 0], clicks.coords[:, 1]
+  ok = clicks.valid & (r >= 0) & (r < h) & (c >= 0) & (c < w)
+  ok = ok & (clicks.labels >= 0) & (clicks.labels < num_classes)
+  t = clicks.valid.shape[0]
+  same = (
+    (clicks.coords[:, None, :] == clicks.coords[None, :, :]).all(-1)
+    & (clicks.labels[:, None] == clicks.labels[None, :])
+    & ok[None, :]
+    & (jnp.arange(t)[None, :] < jnp.arange(t)[:, None])
+  )
+  return ok & ~same.any(axis=1)
+
+
+def _check_guidance_args(
+  clicks: Clicks, shape, num_classes, encoding, sigma, radius, truncate_sigmas
+) -> None:
+  if not isinstance(clicks, Clicks):
+    raise ValueError(f'clicks must be a Clicks, got {type(clicks).__name__}')
+  if clicks.coords.ndim != 2 or clicks.coords.shape[-1] != 2:
+    raise ValueError(
+      f'clicks.coords must be (T, 2) for a single image, got shape {clicks.coords.shape}; use jax.vmap for batches'
     )
-    return ok & ~same.any(axis=1)
-
-
-def _check_guidance_args(clicks: Clicks, shape, num_classes, encoding, sigma, radius, truncate_sigmas) -> None:
-    if not isinstance(clicks, Clicks):
-        raise ValueError(f"clicks must be a Clicks, got {type(clicks).__name__}")
-    if clicks.coords.ndim != 2 or clicks.coords.shape[-1] != 2:
-        raise ValueError(
-            f"clicks.coords must be (T, 2) for a single image, got shape {clicks.coords.shape}; use jax.vmap for batches"
-        )
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"shape must be (H, W) with positive sizes, got {shape!r}")
-    if int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    if encoding == "gaussian" and not (sigma > 0 and truncate_sigmas > 0):
-        raise ValueError(f"sigma and truncate_sigmas must be > 0, got sigma={sigma!r}, truncate_sigmas={truncate_sigmas!r}")
-    if encoding == "disk" and not radius >= 0:
-        raise ValueError(f"radius must be >= 0, got {radius!r}")
+  if len(shape) != 2 or min(shape) < 1:
+    raise ValueError(f'shape must be (H, W) with positive sizes, got {shape!r}')
+  if int(num_classes) != num_classes or num_classes < 1:
+    raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
+  if encoding not in ENCODINGS:
+    raise ValueError(f'encoding must be one of {ENCODINGS}, got {encoding!r}')
+  if encoding == 'gaussian' and not (sigma > 0 and truncate_sigmas > 0):
+    raise ValueError(
+      f'sigma and truncate_sigmas must be > 0, got sigma={sigma!r}, truncate_sigmas={truncate_sigmas!r}'
+    )
+  if encoding == 'disk' and not radius >= 0:
+    raise ValueError(f'radius must be >= 0, got {radius!r}')
 
 
 def guidance_maps(
-    clicks: Clicks,
-    shape: tuple[int, int],
-    num_classes: int,
-    *,
-    encoding: str = "gaussian",
-    sigma: float = 5.0,
-    radius: float = 5.0,
-    truncate_sigmas: float = 3.0,
+  clicks: Clicks,
+  shape: tuple[int, int],
+  num_classes: int,
+  *,
+  encoding: str = 'gaussian',
+  sigma: float = 5.0,
+  radius: float = 5.0,
+  truncate_sigmas: float = 3.0,
 ) -> jax.Array:
-    """Click maps, one channel per class.
+  """Click maps, one channel per class.
 
-    Clicks that are invalid, outside the image or with a label outside
-    [0, num_classes) are ignored.
+  Clicks that are invalid, outside the image or with a label outside
+  [0, num_classes) are ignored.
 
-    Args:
-      clicks: Clicks with capacity T.
-      shape: static (H, W).
-      num_classes: static K.
-      encoding: 'gaussian' or 'disk' (static).
-      sigma: Gaussian std in pixels (static); kernel radius
-        ``int(truncate_sigmas * sigma + 0.5)``.
-      radius: disk radius in pixels (static).
-      truncate_sigmas: Gaussian truncation in sigmas (static).
+  Args:
+    clicks: Clicks with capacity T.
+    shape: static (H, W).
+    num_classes: static K.
+    encoding: 'gaussian' or 'disk' (static).
+    sigma: Gaussian std in pixels (static); kernel radius
+      ``int(truncate_sigmas * sigma + 0.5)``.
+    radius: disk radius in pixels (static).
+    truncate_sigmas: Gaussian truncation in sigmas (static).
 
-    Returns:
-      (H, W, K) float32 in [0, 1].
-    """
-    _check_guidance_args(clicks, shape, num_classes, encoding, sigma, radius, truncate_sigmas)
-    h, w = int(shape[0]), int(shape[1])
-    k = int(num_classes)
-    ok = _effective_valid(clicks, (h, w), k)
-    onehot = jax.nn.one_hot(clicks.labels, k, dtype=jnp.float32) * ok[:, None]  # (T, K)
-    rows = jnp.arange(h, dtype=jnp.int32)
-    cols = jnp.arange(w, dtype=jnp.int32)
-    dr = rows[None, :] - clicks.coords[:, 0:1]  # (T, H)
-    dc = cols[None, :] - clicks.coords[:, 1:2]  # (T, W)
-    hp = jax.lax.Precision.HIGHEST
-    if encoding == "disk":
-        inside = (dr[:, :, None] ** 2 + dc[:, None, :] ** 2).astype(jnp.float32) <= float(radius) ** 2
-        maps = jnp.einsum("thw,tk->hwk", inside.astype(jnp.float32), onehot, precision=hp)
-        return (maps > 0).astype(jnp.float32)
-    kern = gaussian_kernel1d(sigma, truncate_sigmas)
-    r = (kern.shape[0] - 1) // 2
-    kern = jnp.asarray(kern, jnp.float32)
+  Returns:
+    (H, W, K) float32 in [0, 1].
+  """
+  _check_guidance_args(clicks, shape, num_classes, encoding, sigma, radius, truncate_sigmas)
+  h, w = int(shape[0]), int(shape[1])
+  k = int(num_classes)
+  ok = _effective_valid(clicks, (h, w), k)
+  onehot = jax.nn.one_hot(clicks.labels, k, dtype=jnp.float32) * ok[:, None]  # (T, K)
+  rows = jnp.arange(h, dtype=jnp.int32)
+  cols = jnp.arange(w, dtype=jnp.int32)
+  dr = rows[None, :] - clicks.coords[:, 0:1]  # (T, H)
+  dc = cols[None, :] - clicks.coords[:, 1:2]  # (T, W)
+  hp = jax.lax.Precision.HIGHEST
+  if encoding == 'disk':
+    inside = (dr[:, :, None] ** 2 + dc[:, None, :] ** 2).astype(jnp.float32) <= float(radius) ** 2
+    maps = jnp.einsum('thw,tk->hwk', inside.astype(jnp.float32), onehot, precision=hp)
+    return (maps > 0).astype(jnp.float32)
+  kern = gaussian_kernel1d(sigma, truncate_sigmas)
+  r = (kern.shape[0] - 1) // 2
+  kern = jnp.asarray(kern, jnp.float32)
 
-    def taps(d: jax.Array) -> jax.Array:  # kernel value at offset d, 0 outside the window
-        return jnp.where(jnp.abs(d) <= r, kern[jnp.clip(d + r, 0, 2 * r)], 0.0)
+  def taps(d: jax.Array) -> jax.Array:  # kernel value at offset d, 0 outside the window
+    return jnp.where(jnp.abs(d) <= r, kern[jnp.clip(d + r, 0, 2 * r)], 0.0)
 
-    maps = jnp.einsum("th,tw,tk->hwk", taps(dr), taps(dc), onehot, precision=hp)
-    lo = maps.min(axis=(0, 1), keepdims=True)
-    hi = maps.max(axis=(0, 1), keepdims=True)
-    span = hi - lo
-    has = onehot.sum(axis=0)[None, None, :] > 0
-    out = jnp.where(has & (span > 0), (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
-    return out.astype(jnp.float32)
+  maps = jnp.einsum('th,tw,tk->hwk', taps(dr), taps(dc), onehot, precision=hp)
+  lo = maps.min(axis=(0, 1), keepdims=True)
+  hi = maps.max(axis=(0, 1), keepdims=True)
+  span = hi - lo
+  has = onehot.sum(axis=0)[None, None, :] > 0
+  out = jnp.where(has & (span > 0), (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+  return out.astype(jnp.float32)
 
 
 def model_input(
-    image: jax.Array,
-    clicks: Clicks,
-    num_classes: int,
-    *,
-    encoding: str = "gaussian",
-    sigma: float = 5.0,
-    radius: float = 5.0,
-    prev_mask: jax.Array | None = None,
+  image: jax.Array,
+  clicks: Clicks,
+  num_classes: int,
+  *,
+  encoding: str = 'gaussian',
+  sigma: float = 5.0,
+  radius: float = 5.0,
+  prev_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Network input: image channels ++ guidance maps [++ previous mask].
+  """Network input: image channels ++ guidance maps [++ previous mask].
 
-    Args:
-      image: (H, W, C) float32.
-      clicks: Clicks.
-      num_classes: K (static).
-      encoding, sigma, radius: see :func:`guidance_maps`.
-      prev_mask: optional (H, W) or (H, W, 1), cast to float32 (e.g. the
-        previous foreground mask or probability); ``None`` adds no channel.
+  Args:
+    image: (H, W, C) float32.
+    clicks: Clicks.
+    num_classes: K (static).
+    encoding, sigma, radius: see :func:`guidance_maps`.
+    prev_mask: optional (H, W) or (H, W, 1), cast to float32 (e.g. the
+      previous foreground mask or probability); ``None`` adds no channel.
 
-    Returns:
-      (H, W, C + K) or (H, W, C + K + 1) float32.
-    """
-    if jnp.ndim(image) != 3:
-        raise ValueError(f"image must be (H, W, C) for a single image, got shape {jnp.shape(image)}")
-    h, w = image.shape[:2]
-    parts = [
-        jnp.asarray(image, jnp.float32),
-        guidance_maps(clicks, (h, w), num_classes, encoding=encoding, sigma=sigma, radius=radius),
-    ]
-    if prev_mask is not None:
-        pm = jnp.asarray(prev_mask, jnp.float32)
-        if pm.shape == (h, w):
-            pm = pm[..., None]
-        if pm.shape != (h, w, 1):
-            raise ValueError(f"prev_mask must be (H, W) or (H, W, 1) = {(h, w)}, got shape {jnp.shape(prev_mask)}")
-        parts.append(pm)
-    return jnp.concatenate(parts, axis=-1)
+  Returns:
+    (H, W, C + K) or (H, W, C + K + 1) float32.
+  """
+  if jnp.ndim(image) != 3:
+    raise ValueError(f'image must be (H, W, C) for a single image, got shape {jnp.shape(image)}')
+  h, w = image.shape[:2]
+  parts = [
+    jnp.asarray(image, jnp.float32),
+    guidance_maps(clicks, (h, w), num_classes, encoding=encoding, sigma=sigma, radius=radius),
+  ]
+  if prev_mask is not None:
+    pm = jnp.asarray(prev_mask, jnp.float32)
+    if pm.shape == (h, w):
+      pm = pm[..., None]
+    if pm.shape != (h, w, 1):
+      raise ValueError(
+        f'prev_mask must be (H, W) or (H, W, 1) = {(h, w)}, got shape {jnp.shape(prev_mask)}'
+      )
+    parts.append(pm)
+  return jnp.concatenate(parts, axis=-1)

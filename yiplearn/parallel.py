@@ -16,25 +16,47 @@ Multi-host: after `jax.distributed.initialize`, `jax.devices()` lists every proc
 `make_mesh()` spans all of them; `make_mesh(devices=jax.local_devices())` spans this process's only.
 On one device every helper is the identity up to placement, so single-device numerics are unchanged.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-__all__ = ["make_mesh", "mesh_from_config", "data_axis_size", "batch_sharding", "replicated",
-           "leading_sharding", "check_divisible", "local_rows", "pad_leading", "unpad_leading",
-           "to_global", "from_process_local", "to_host", "local_copy", "shard_vmapped", "sharded_session"]
+__all__ = [
+  'make_mesh',
+  'mesh_from_config',
+  'data_axis_size',
+  'batch_sharding',
+  'replicated',
+  'leading_sharding',
+  'check_divisible',
+  'local_rows',
+  'pad_leading',
+  'unpad_leading',
+  'to_global',
+  'from_process_local',
+  'to_host',
+  'local_copy',
+  'shard_vmapped',
+  'sharded_session',
+]
 
-DATA = "data"
+DATA = 'data'
 
 
-def make_mesh(shape: int | Sequence[int] = -1, axis_names: Sequence[str] = (DATA,), *,
-              devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(
+  shape: int | Sequence[int] = -1,
+  axis_names: Sequence[str] = (DATA,),
+  *,
+  devices: Sequence[Any] | None = None,
+) -> Mesh:
   """A `Mesh` over `devices` (default: all devices of all processes).
 
   Args:
@@ -46,24 +68,30 @@ def make_mesh(shape: int | Sequence[int] = -1, axis_names: Sequence[str] = (DATA
   devices = list(jax.devices() if devices is None else devices)
   names = tuple(axis_names)
   if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
-    raise ValueError(f"mesh.axis_names={axis_names!r}: expected distinct non-empty strings")
+    raise ValueError(f'mesh.axis_names={axis_names!r}: expected distinct non-empty strings')
   shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
   if len(shp) == 1 and len(names) == 1 and shp[0] > 0:  # a prefix of the devices
     if shp[0] > len(devices):
-      raise ValueError(f"mesh.shape={shape!r}: expected at most the {len(devices)} available devices")
-    devices = devices[:shp[0]]
+      raise ValueError(
+        f'mesh.shape={shape!r}: expected at most the {len(devices)} available devices'
+      )
+    devices = devices[: shp[0]]
   if len(shp) != len(names):
-    raise ValueError(f"mesh.shape={shape!r}: expected one entry per axis name {names}")
+    raise ValueError(f'mesh.shape={shape!r}: expected one entry per axis name {names}')
   if sum(s == -1 for s in shp) > 1 or any(s == 0 or s < -1 for s in shp):
-    raise ValueError(f"mesh.shape={shape!r}: expected positive sizes with at most one -1 (inferred)")
+    raise ValueError(
+      f'mesh.shape={shape!r}: expected positive sizes with at most one -1 (inferred)'
+    )
   known = math.prod(s for s in shp if s != -1)
   if -1 in shp:
     if len(devices) % known:
-      raise ValueError(f"mesh.shape={shape!r}: {len(devices)} devices are not divisible by {known}")
+      raise ValueError(f'mesh.shape={shape!r}: {len(devices)} devices are not divisible by {known}')
     shp = tuple(len(devices) // known if s == -1 else s for s in shp)
   if math.prod(shp) != len(devices):
-    raise ValueError(f"mesh.shape={shape!r}: needs {math.prod(shp)} devices, expected {len(devices)} "
-                     "(the devices available)")
+    raise ValueError(
+      f'mesh.shape={shape!r}: needs {math.prod(shp)} devices, expected {len(devices)} '
+      '(the devices available)'
+    )
   return Mesh(np.asarray(devices, dtype=object).reshape(shp), names)
 
 
@@ -71,9 +99,9 @@ def mesh_from_config(cfg: Any = None, *, devices: Sequence[Any] | None = None) -
   """`make_mesh` from a config-like mapping {'shape': ..., 'axis_names': ...}; None: all devices."""
   if cfg is None:
     return make_mesh(devices=devices)
-  get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
-  shape = get("shape", -1)
-  names = get("axis_names", None) or (DATA,)
+  get = cfg.get if hasattr(cfg, 'get') else (lambda k, d=None: getattr(cfg, k, d))
+  shape = get('shape', -1)
+  names = get('axis_names', None) or (DATA,)
   if isinstance(names, str):
     names = (names,)
   return make_mesh(shape if shape is not None else -1, tuple(names), devices=devices)
@@ -83,7 +111,7 @@ def data_axis_size(mesh: Mesh, axis: str | None = None) -> int:
   """Devices along the data axis (the first axis unless named)."""
   axis = axis or mesh.axis_names[0]
   if axis not in mesh.shape:
-    raise ValueError(f"axis={axis!r}: expected one of the mesh axes {mesh.axis_names}")
+    raise ValueError(f'axis={axis!r}: expected one of the mesh axes {mesh.axis_names}')
   return int(mesh.shape[axis])
 
 
@@ -92,7 +120,9 @@ def batch_sharding(mesh: Mesh, axis: str | None = None) -> NamedSharding:
   return NamedSharding(mesh, P(axis or mesh.axis_names[0]))
 
 
-leading_sharding = batch_sharding  # a leading vmap axis (streams, candidates) is sharded the same way
+leading_sharding = (
+  batch_sharding  # a leading vmap axis (streams, candidates) is sharded the same way
+)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -104,17 +134,21 @@ def check_divisible(field: str, value: int, mesh: Mesh, axis: str | None = None)
   """Raises a ValueError naming `field` unless `value` splits evenly over the data axis (and processes)."""
   n = data_axis_size(mesh, axis)
   if int(value) % n:
-    raise ValueError(f"{field}={value}: expected a multiple of the {n} devices on mesh axis "
-                     f"{axis or mesh.axis_names[0]!r} (the global batch is split evenly over them)")
+    raise ValueError(
+      f'{field}={value}: expected a multiple of the {n} devices on mesh axis '
+      f'{axis or mesh.axis_names[0]!r} (the global batch is split evenly over them)'
+    )
   if int(value) % jax.process_count():
-    raise ValueError(f"{field}={value}: expected a multiple of the {jax.process_count()} processes")
+    raise ValueError(f'{field}={value}: expected a multiple of the {jax.process_count()} processes')
 
 
 def local_rows(global_size: int) -> slice:
   """The rows of a global batch of `global_size` that this process loads: its contiguous block."""
   nproc, pid = jax.process_count(), jax.process_index()
   if global_size % nproc:
-    raise ValueError(f"global batch size {global_size}: expected a multiple of the {nproc} processes")
+    raise ValueError(
+      f'global batch size {global_size}: expected a multiple of the {nproc} processes'
+    )
   per = global_size // nproc
   return slice(pid * per, (pid + 1) * per)
 
@@ -129,7 +163,9 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
     return tree, 0
   n = int(np.shape(leaves[0])[0])
   if any(int(np.shape(x)[0]) != n for x in leaves):
-    raise ValueError(f"leading axes: expected equal lengths, got {[np.shape(x)[0] for x in leaves]}")
+    raise ValueError(
+      f'leading axes: expected equal lengths, got {[np.shape(x)[0] for x in leaves]}'
+    )
   pad = (-n) % int(multiple)
   if pad == 0:
     return tree, n
@@ -137,6 +173,7 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
   def one(x):
     xp = jnp if isinstance(x, jax.Array) else np
     return xp.concatenate([x, xp.repeat(x[-1:], pad, axis=0)], axis=0)
+
   return jax.tree.map(one, tree), n
 
 
@@ -155,6 +192,7 @@ def to_global(tree: Any, sharding: jax.sharding.Sharding | Any) -> Any:
   Each process materialises only the shards of its own devices (`make_array_from_callback`), so this
   works across processes; on one process it is `device_put`.
   """
+
   def put(x, s):
     if not _is_multiprocess(s):
       return jax.device_put(x, s)
@@ -162,6 +200,7 @@ def to_global(tree: Any, sharding: jax.sharding.Sharding | Any) -> Any:
       return x
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
+
   return jax.tree.map(put, tree, _broadcast_shardings(sharding, tree))
 
 
@@ -170,42 +209,59 @@ def from_process_local(tree: Any, sharding: jax.sharding.Sharding) -> Any:
 
   Process p supplies rows `local_rows(global)[p]`; the global leading size is the sum over processes.
   """
+
   def put(x):
     x = np.asarray(x)
     global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
     return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
   return jax.tree.map(put, tree)
 
 
 def to_host(tree: Any) -> Any:
   """numpy copies of (global) arrays on every process; sharded multi-process arrays are all-gathered."""
+
   def get(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
+
   return jax.tree.map(get, tree)
 
 
 def local_copy(tree: Any) -> Any:
   """Fully replicated arrays as their copy on this process's first device (no transfer): later
   computations on them run on one device instead of repeating on every device of the mesh."""
+
   def one(x):
     if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 and x.is_fully_replicated:
       return x.addressable_data(0)
     return x
+
   return jax.tree.map(one, tree)
 
 
 def _broadcast_shardings(prefix: Any, tree: Any) -> Any:
   if isinstance(prefix, jax.sharding.Sharding):
     return jax.tree.map(lambda _: prefix, tree)
-  return jax.tree.map(lambda s, t: jax.tree.map(lambda _: s, t), prefix, tree,
-                      is_leaf=lambda s: isinstance(s, jax.sharding.Sharding) or s is None)
+  return jax.tree.map(
+    lambda s, t: jax.tree.map(lambda _: s, t),
+    prefix,
+    tree,
+    is_leaf=lambda s: isinstance(s, jax.sharding.Sharding) or s is None,
+  )
 
 
-def shard_vmapped(fn: Callable, mesh: Mesh, in_axes: Sequence[int | None], *, axis: str | None = None,
-                  pad: bool = True) -> Callable:
+def shard_vmapped(
+  fn: Callable,
+  mesh: Mesh,
+  in_axes: Sequence[int | None],
+  *,
+  axis: str | None = None,
+  pad: bool = True,
+) -> Callable:
   """`fn` (batched along the leading axis of the arguments whose `in_axes` is 0) split over `axis`.
 
   Each device runs `fn` on its block of the leading axis (`jax.shard_map`, no communication);
@@ -218,7 +274,9 @@ def shard_vmapped(fn: Callable, mesh: Mesh, in_axes: Sequence[int | None], *, ax
   size = data_axis_size(mesh, axis)
   in_axes = tuple(in_axes)
   if any(a not in (0, None) for a in in_axes):
-    raise ValueError(f"in_axes={in_axes}: expected 0 (sharded leading axis) or None (replicated) per argument")
+    raise ValueError(
+      f'in_axes={in_axes}: expected 0 (sharded leading axis) or None (replicated) per argument'
+    )
   if size == 1:
     return fn
   specs = tuple(P(axis) if a == 0 else P() for a in in_axes)
@@ -226,22 +284,26 @@ def shard_vmapped(fn: Callable, mesh: Mesh, in_axes: Sequence[int | None], *, ax
 
   def wrapped(*args):
     if len(args) != len(in_axes):
-      raise ValueError(f"expected {len(in_axes)} arguments (in_axes={in_axes}), got {len(args)}")
+      raise ValueError(f'expected {len(in_axes)} arguments (in_axes={in_axes}), got {len(args)}')
     mapped = [a for a, ax in zip(args, in_axes) if ax == 0]
     n = int(np.shape(jax.tree.leaves(mapped)[0])[0])
     if pad and n % size:
       mapped, _ = pad_leading(mapped, size)
     elif n % size:
-      raise ValueError(f"leading axis {n}: expected a multiple of the {size} devices on mesh axis {axis!r}")
+      raise ValueError(
+        f'leading axis {n}: expected a multiple of the {size} devices on mesh axis {axis!r}'
+      )
     it = iter(mapped)
     full = [next(it) if ax == 0 else a for a, ax in zip(args, in_axes)]
     out = sharded(*full)
     return unpad_leading(out, n) if pad and n % size else out
+
   return wrapped
 
 
-def sharded_session(model: Any, hp: Any, mesh: Mesh, *, axis: str | None = None, tx=None,
-                    unroll: int | bool = 1) -> Callable:
+def sharded_session(
+  model: Any, hp: Any, mesh: Mesh, *, axis: str | None = None, tx=None, unroll: int | bool = 1
+) -> Callable:
   """`interactive.session.make_session` over independent streams, the stream axis split over `axis`.
 
   ``session(states, image, gt, keys) -> (states, outputs)``: states and keys carry a leading stream
@@ -250,6 +312,7 @@ def sharded_session(model: Any, hp: Any, mesh: Mesh, *, axis: str | None = None,
   unsharded vmapped session (each device runs the same program on its streams).
   """
   from yiplearn.interactive import session as session_lib  # pylint: disable=g-import-not-at-top
+
   in_axes = (0, None, None, 0)
   fn = session_lib.make_session(model, hp, tx=tx, stream_axes=in_axes, jit=False, unroll=unroll)
   return jax.jit(shard_vmapped(fn, mesh, in_axes, axis=axis), donate_argnums=(0,))

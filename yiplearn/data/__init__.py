@@ -14,16 +14,27 @@ Builder modules are imported lazily by the registry (see `registry.builder_names
 from yiplearn.data.augment import SegAugment, classification_augment
 from yiplearn.data.pipeline import ArraySource, Loader, iterate_arrays, make_loader
 from yiplearn.data.registry import (
-    builder_class,
-    builder_names,
-    default_data_dir,
-    get_builder,
-    load_arrays,
-    load_source,
-    stack_records,
+  builder_class,
+  builder_names,
+  default_data_dir,
+  get_builder,
+  load_arrays,
+  load_source,
+  stack_records,
 )
 
 __all__ = [
-    "ArraySource", "Loader", "SegAugment", "builder_class", "classification_augment", "builder_names", "default_data_dir", "get_builder",
-    "iterate_arrays", "load_arrays", "load_source", "make_loader", "stack_records",
+  'ArraySource',
+  'Loader',
+  'SegAugment',
+  'builder_class',
+  'classification_augment',
+  'builder_names',
+  'default_data_dir',
+  'get_builder',
+  'iterate_arrays',
+  'load_arrays',
+  'load_source',
+  'make_loader',
+  'stack_records',
 ]

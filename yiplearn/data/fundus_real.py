@@ -26,11 +26,12 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from yiplearn.data import manual
 
@@ -45,17 +46,21 @@ CROP_SCALE_RANGE = (1.0, 8.0)
 @dataclasses.dataclass
 class FundusConfig(tfds.core.BuilderConfig):
   """Builder config of the fundus builders; see ``make_config``."""
+
   image_size: int = DEFAULT_IMAGE_SIZE
   crop_scale: float = DEFAULT_CROP_SCALE
 
 
-def _make(image_size: int = DEFAULT_IMAGE_SIZE,
-          crop_scale: float = DEFAULT_CROP_SCALE) -> FundusConfig:
+def _make(
+  image_size: int = DEFAULT_IMAGE_SIZE, crop_scale: float = DEFAULT_CROP_SCALE
+) -> FundusConfig:
   return FundusConfig(
-      name=f'size{image_size}_crop{round(crop_scale * 100):d}',
-      version=tfds.core.Version('1.0.0'),
-      description=f'disc-centred crops of {crop_scale} disc diameters, resized to {image_size}',
-      image_size=image_size, crop_scale=crop_scale)
+    name=f'size{image_size}_crop{round(crop_scale * 100):d}',
+    version=tfds.core.Version('1.0.0'),
+    description=f'disc-centred crops of {crop_scale} disc diameters, resized to {image_size}',
+    image_size=image_size,
+    crop_scale=crop_scale,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +102,7 @@ def crop_padded(x: np.ndarray, row0: int, col0: int, side: int) -> np.ndarray:
   r_a, r_b = max(row0, 0), min(row0 + side, h)
   c_a, c_b = max(col0, 0), min(col0 + side, w)
   if r_a < r_b and c_a < c_b:
-    out[r_a - row0:r_b - row0, c_a - col0:c_b - col0] = x[r_a:r_b, c_a:c_b]
+    out[r_a - row0 : r_b - row0, c_a - col0 : c_b - col0] = x[r_a:r_b, c_a:c_b]
   return out
 
 
@@ -110,8 +115,9 @@ def vertical_cup_to_disc(disc: np.ndarray, cup: np.ndarray) -> float:
   return float(c[-1] - c[0] + 1) / float(d[-1] - d[0] + 1)
 
 
-def disc_centred_crop(image: np.ndarray, disc: np.ndarray, cup: np.ndarray, image_size: int,
-                      crop_scale: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+def disc_centred_crop(
+  image: np.ndarray, disc: np.ndarray, cup: np.ndarray, image_size: int, crop_scale: float
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
   """Crops and resizes one fundus image around its optic disc.
 
   Args:
@@ -156,6 +162,7 @@ def _has_part(path: pathlib.Path, *names: str) -> str | None:
 @dataclasses.dataclass
 class _Item:
   """One image to build: paths plus dataset-specific string/int fields."""
+
   id: str
   image: pathlib.Path
   disc: pathlib.Path
@@ -182,43 +189,58 @@ class _FundusBuilder(tfds.core.GeneratorBasedBuilder):
     valid = ('image_size', 'crop_scale')
     for key in kwargs:
       if key not in valid:
-        raise ValueError(f'{cls.name}: unknown config key {key!r} (value {kwargs[key]!r}); '
-                         f'valid keys are {valid}')
+        raise ValueError(
+          f'{cls.name}: unknown config key {key!r} (value {kwargs[key]!r}); valid keys are {valid}'
+        )
     size = kwargs.get('image_size', DEFAULT_IMAGE_SIZE)
     lo, hi = IMAGE_SIZE_RANGE
-    if (isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer))
-        or not lo <= size <= hi):
-      raise ValueError(f'{cls.name}: image_size={size!r} is not valid; expected an integer '
-                       f'in [{lo}, {hi}]')
+    if (
+      isinstance(size, (bool, np.bool_))
+      or not isinstance(size, (int, np.integer))
+      or not lo <= size <= hi
+    ):
+      raise ValueError(
+        f'{cls.name}: image_size={size!r} is not valid; expected an integer in [{lo}, {hi}]'
+      )
     scale = kwargs.get('crop_scale', DEFAULT_CROP_SCALE)
     lo, hi = CROP_SCALE_RANGE
-    if (isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.number))
-        or not lo <= float(scale) <= hi):
-      raise ValueError(f'{cls.name}: crop_scale={scale!r} is not valid; expected a number in '
-                       f'[{lo}, {hi}] (disc diameters)')
+    if (
+      isinstance(scale, (bool, np.bool_))
+      or not isinstance(scale, (int, float, np.number))
+      or not lo <= float(scale) <= hi
+    ):
+      raise ValueError(
+        f'{cls.name}: crop_scale={scale!r} is not valid; expected a number in '
+        f'[{lo}, {hi}] (disc diameters)'
+      )
     cfg = _make(int(size), round(float(scale), 2))
     return cls.builder_configs.get(cfg.name, cfg)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
     feats = {
-        'image': tfds.features.Tensor(shape=(s, s, 3), dtype=np.uint8, encoding='zlib'),
-        'mask': tfds.features.Tensor(shape=(s, s), dtype=np.uint8, encoding='zlib'),
-        'id': tfds.features.Text(),
-        'domain': tfds.features.Text(),
-        'label': np.int32,
-        'partition': tfds.features.Text(),
-        'cup_to_disc': np.float32,
-        'crop_box': tfds.features.Tensor(shape=(3,), dtype=np.int32),
-        'original_size': tfds.features.Tensor(shape=(2,), dtype=np.int32),
+      'image': tfds.features.Tensor(shape=(s, s, 3), dtype=np.uint8, encoding='zlib'),
+      'mask': tfds.features.Tensor(shape=(s, s), dtype=np.uint8, encoding='zlib'),
+      'id': tfds.features.Text(),
+      'domain': tfds.features.Text(),
+      'label': np.int32,
+      'partition': tfds.features.Text(),
+      'cup_to_disc': np.float32,
+      'crop_box': tfds.features.Tensor(shape=(3,), dtype=np.int32),
+      'original_size': tfds.features.Tensor(shape=(2,), dtype=np.int32),
     }
     feats.update({k: tfds.features.Text() for k in self.EXTRA_TEXT})
     return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict(feats),
-        description=self.DESCRIPTION, homepage=self.HOMEPAGE, citation=self.CITATION)
+      builder=self,
+      features=tfds.features.FeaturesDict(feats),
+      description=self.DESCRIPTION,
+      homepage=self.HOMEPAGE,
+      citation=self.CITATION,
+    )
 
-  def _splits_from_items(self, items: Sequence[_Item],
-                         split_of: dict[str, Sequence[str]]) -> dict[str, Iterator]:
+  def _splits_from_items(
+    self, items: Sequence[_Item], split_of: dict[str, Sequence[str]]
+  ) -> dict[str, Iterator]:
     """split name -> generator; empty splits are left out (TFDS cannot write them)."""
     out = {}
     for split, ids in split_of.items():
@@ -235,16 +257,24 @@ class _FundusBuilder(tfds.core.GeneratorBasedBuilder):
       image = manual.read_image(it.image, mode='RGB')
       disc, cup = _read_binary(it.disc), _read_binary(it.cup)
       if disc.shape != image.shape[:2] or cup.shape != image.shape[:2]:
-        raise ValueError(f'{self.name}: {it.id}: image shape {image.shape[:2]} but disc mask '
-                         f'{disc.shape} and cup mask {cup.shape}; expected equal sizes')
+        raise ValueError(
+          f'{self.name}: {it.id}: image shape {image.shape[:2]} but disc mask '
+          f'{disc.shape} and cup mask {cup.shape}; expected equal sizes'
+        )
       if not disc.any():
         logging.warning('%s: %s has an empty disc mask; skipped', self.name, it.id)
         continue
       img, mask, box = disc_centred_crop(image, disc, cup, cfg.image_size, cfg.crop_scale)
-      rec = dict(image=img, mask=mask, id=it.id, label=np.int32(-1), partition='',
-                 cup_to_disc=np.float32(vertical_cup_to_disc(disc, cup)),
-                 crop_box=np.asarray(box, np.int32),
-                 original_size=np.asarray(image.shape[:2], np.int32))
+      rec = dict(
+        image=img,
+        mask=mask,
+        id=it.id,
+        label=np.int32(-1),
+        partition='',
+        cup_to_disc=np.float32(vertical_cup_to_disc(disc, cup)),
+        crop_box=np.asarray(box, np.int32),
+        original_size=np.asarray(image.shape[:2], np.int32),
+      )
       rec.update(it.fields)
       yield it.id, rec
 
@@ -252,8 +282,10 @@ class _FundusBuilder(tfds.core.GeneratorBasedBuilder):
 # ---------------------------------------------------------------------------------------------
 # RIM-ONE DL.
 
-RIMONE_DOWNLOAD = ('RIM-ONE DL (RIM-ONE_DL_images and RIM-ONE_DL_reference_segmentations, '
-                   'https://github.com/miag-ull/rim-one-dl)')
+RIMONE_DOWNLOAD = (
+  'RIM-ONE DL (RIM-ONE_DL_images and RIM-ONE_DL_reference_segmentations, '
+  'https://github.com/miag-ull/rim-one-dl)'
+)
 _RIMONE_MASK_RE = re.compile(r'^(.+)-(\d+)-(disc|cup)-t\.png$', re.IGNORECASE)
 RIMONE_TRAIN_HOSPITAL = 'HUC'
 RIMONE_TEST_HOSPITAL = 'HUMS_HCSC'
@@ -283,16 +315,20 @@ class RimOneDl(_FundusBuilder):
   EXTRA_TEXT = ('hospital', 'release')
   DESCRIPTION = 'RIM-ONE DL fundus images with optic disc and cup reference segmentations.'
   HOMEPAGE = 'https://github.com/miag-ull/rim-one-dl'
-  CITATION = ('Batista, Diaz-Aleman, Sigut, Alayon, Arnay, Angel-Pereira. RIM-ONE DL: A '
-              'unified retinal image database for assessing glaucoma using Deep Learning. '
-              'Image Analysis & Stereology 39(3), 2020.')
+  CITATION = (
+    'Batista, Diaz-Aleman, Sigut, Alayon, Arnay, Angel-Pereira. RIM-ONE DL: A '
+    'unified retinal image database for assessing glaucoma using Deep Learning. '
+    'Image Analysis & Stereology 39(3), 2020.'
+  )
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      f'Download {RIMONE_DOWNLOAD} and unpack both archives anywhere below manual_dir; files '
-      'are found by name (<stem>.png, <stem>-1-Disc-T.png, <stem>-1-Cup-T.png).')
+    f'Download {RIMONE_DOWNLOAD} and unpack both archives anywhere below manual_dir; files '
+    'are found by name (<stem>.png, <stem>-1-Disc-T.png, <stem>-1-Cup-T.png).'
+  )
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
-    root = manual.resolve_manual_dir(dl_manager, dataset=self.name, download=RIMONE_DOWNLOAD,
-                                     pattern='*-1-Disc-T.png')
+    root = manual.resolve_manual_dir(
+      dl_manager, dataset=self.name, download=RIMONE_DOWNLOAD, pattern='*-1-Disc-T.png'
+    )
     items = self.scan(root)
     split_of = {'train': [], 'test': [], 'unpartitioned': []}
     for it in items:
@@ -312,21 +348,31 @@ class RimOneDl(_FundusBuilder):
         if prev is None or expert < prev[0]:  # prefer the lowest expert number
           masks[stem][kind] = (expert, f)
     if not masks:
-      raise manual.missing_error(dataset=cls.name, download=RIMONE_DOWNLOAD, manual_dir=root,
-                                 pattern='*-1-Disc-T.png')
+      raise manual.missing_error(
+        dataset=cls.name, download=RIMONE_DOWNLOAD, manual_dir=root, pattern='*-1-Disc-T.png'
+      )
     images: dict[str, tuple[int, pathlib.Path]] = {}
     for f in files:
       stem = f.name[:-4] if f.name.lower().endswith('.png') else None
       if stem not in masks:
         continue
-      rank = (0 if _has_part(f, 'partitioned_by_hospital') else
-              1 if _has_part(f, 'partitioned_randomly') else 2)
+      rank = (
+        0
+        if _has_part(f, 'partitioned_by_hospital')
+        else 1
+        if _has_part(f, 'partitioned_randomly')
+        else 2
+      )
       if stem not in images or rank < images[stem][0]:
         images[stem] = (rank, f)
     if not images:
-      raise manual.missing_error(dataset=cls.name, download=RIMONE_DOWNLOAD, manual_dir=root,
-                                 pattern='<stem>.png (e.g. r1_Im001.png)',
-                                 detail='(reference segmentations found, images missing)')
+      raise manual.missing_error(
+        dataset=cls.name,
+        download=RIMONE_DOWNLOAD,
+        manual_dir=root,
+        pattern='<stem>.png (e.g. r1_Im001.png)',
+        detail='(reference segmentations found, images missing)',
+      )
     items = []
     for stem in sorted(masks):
       kinds = masks[stem]
@@ -342,19 +388,31 @@ class RimOneDl(_FundusBuilder):
         elif part == 'test_set':
           partition, hospital = 'test', RIMONE_TEST_HOSPITAL
       release = stem.split('_', 1)[0].lower() if re.match(r'^r\d_', stem, re.I) else ''
-      items.append(_Item(
-          id=stem, image=img, disc=kinds['disc'][1], cup=kinds['cup'][1],
-          fields=dict(label=np.int32(_label_from(kinds['disc'][1], img)), partition=partition,
-                      hospital=hospital, release=release,
-                      domain=hospital or release or 'rimone_dl')))
+      items.append(
+        _Item(
+          id=stem,
+          image=img,
+          disc=kinds['disc'][1],
+          cup=kinds['cup'][1],
+          fields=dict(
+            label=np.int32(_label_from(kinds['disc'][1], img)),
+            partition=partition,
+            hospital=hospital,
+            release=release,
+            domain=hospital or release or 'rimone_dl',
+          ),
+        )
+      )
     return items
 
 
 # ---------------------------------------------------------------------------------------------
 # Drishti-GS1.
 
-DRISHTI_DOWNLOAD = ('Drishti-GS1 (Drishti-GS1_files, and the separately released test ground '
-                    'truth, http://cvit.iiit.ac.in/projects/mip/drishti-gs/mip-dataset2/Home.php)')
+DRISHTI_DOWNLOAD = (
+  'Drishti-GS1 (Drishti-GS1_files, and the separately released test ground '
+  'truth, http://cvit.iiit.ac.in/projects/mip/drishti-gs/mip-dataset2/Home.php)'
+)
 _DRISHTI_IMAGE_RE = re.compile(r'^(drishtiGS_\d+)\.png$', re.IGNORECASE)
 _DRISHTI_SOFT_RE = re.compile(r'^(drishtiGS_\d+)_(ODseg|cupseg)Softmap\.png$', re.IGNORECASE)
 
@@ -372,17 +430,21 @@ class DrishtiGs1(_FundusBuilder):
   code_path = manual.code_path_property(__file__)
   DESCRIPTION = 'Drishti-GS1 fundus images with majority-vote optic disc and cup masks.'
   HOMEPAGE = 'http://cvit.iiit.ac.in/projects/mip/drishti-gs/mip-dataset2/Home.php'
-  CITATION = ('Sivaswamy, Krishnadas, Chakravarty, Joshi, Ujjwal, Syed. A comprehensive '
-              'retinal image dataset for the assessment of glaucoma from the optic nerve head '
-              'analysis. JSM Biomedical Imaging Data Papers 2(1), 2015.')
+  CITATION = (
+    'Sivaswamy, Krishnadas, Chakravarty, Joshi, Ujjwal, Syed. A comprehensive '
+    'retinal image dataset for the assessment of glaucoma from the optic nerve head '
+    'analysis. JSM Biomedical Imaging Data Papers 2(1), 2015.'
+  )
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      f'Download {DRISHTI_DOWNLOAD} and unpack anywhere below manual_dir; files are found by '
-      'name (drishtiGS_NNN.png under Training/ or Test/, drishtiGS_NNN_ODsegSoftmap.png, '
-      'drishtiGS_NNN_cupsegSoftmap.png).')
+    f'Download {DRISHTI_DOWNLOAD} and unpack anywhere below manual_dir; files are found by '
+    'name (drishtiGS_NNN.png under Training/ or Test/, drishtiGS_NNN_ODsegSoftmap.png, '
+    'drishtiGS_NNN_cupsegSoftmap.png).'
+  )
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
-    root = manual.resolve_manual_dir(dl_manager, dataset=self.name, download=DRISHTI_DOWNLOAD,
-                                     pattern='drishtiGS_*.png')
+    root = manual.resolve_manual_dir(
+      dl_manager, dataset=self.name, download=DRISHTI_DOWNLOAD, pattern='drishtiGS_*.png'
+    )
     items = self.scan(root)
     split_of = {'train': [], 'test': []}
     for it in items:
@@ -403,24 +465,45 @@ class DrishtiGs1(_FundusBuilder):
       if m:
         soft.setdefault(m.group(1), {}).setdefault(m.group(2).lower(), f)
     if not images:
-      raise manual.missing_error(dataset=cls.name, download=DRISHTI_DOWNLOAD, manual_dir=root,
-                                 pattern='drishtiGS_*.png',
-                                 detail='(images are expected below a Training/ or Test/ folder)')
+      raise manual.missing_error(
+        dataset=cls.name,
+        download=DRISHTI_DOWNLOAD,
+        manual_dir=root,
+        pattern='drishtiGS_*.png',
+        detail='(images are expected below a Training/ or Test/ folder)',
+      )
     items, missing = [], []
     for stem in sorted(images):
       maps = soft.get(stem, {})
       if 'odseg' not in maps or 'cupseg' not in maps:
         missing.append(stem)
         continue
-      partition = 'test' if _has_part(images[stem], 'training', 'train', 'test') == 'test' \
-          else 'train'
-      items.append(_Item(id=stem, image=images[stem], disc=maps['odseg'], cup=maps['cupseg'],
-                         fields=dict(partition=partition, domain='drishti_gs1')))
+      partition = (
+        'test' if _has_part(images[stem], 'training', 'train', 'test') == 'test' else 'train'
+      )
+      items.append(
+        _Item(
+          id=stem,
+          image=images[stem],
+          disc=maps['odseg'],
+          cup=maps['cupseg'],
+          fields=dict(partition=partition, domain='drishti_gs1'),
+        )
+      )
     if missing:
-      logging.warning('%s: %d images without SoftMap ground truth skipped (e.g. %s); the test '
-                      'GT is released separately', cls.name, len(missing), missing[:3])
+      logging.warning(
+        '%s: %d images without SoftMap ground truth skipped (e.g. %s); the test '
+        'GT is released separately',
+        cls.name,
+        len(missing),
+        missing[:3],
+      )
     if not items:
-      raise manual.missing_error(dataset=cls.name, download=DRISHTI_DOWNLOAD, manual_dir=root,
-                                 pattern='drishtiGS_*_ODsegSoftmap.png',
-                                 detail='(images found but no soft-map ground truth)')
+      raise manual.missing_error(
+        dataset=cls.name,
+        download=DRISHTI_DOWNLOAD,
+        manual_dir=root,
+        pattern='drishtiGS_*_ODsegSoftmap.png',
+        detail='(images found but no soft-map ground truth)',
+      )
     return items

@@ -39,11 +39,12 @@ import hashlib
 import math
 import pathlib
 import re
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from yiplearn.data import manual
 
@@ -54,16 +55,20 @@ VARIANTS = ('all_slices', 'largest_lesion')
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 SPLITS = ('train', 'validation', 'test')
 IMAGE_SHAPE = (256, 256, 3)
-DOWNLOAD = ('the "LGG Segmentation Dataset" (Buda et al. 2019; kaggle_3m folder, '
-            'https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation)')
+DOWNLOAD = (
+  'the "LGG Segmentation Dataset" (Buda et al. 2019; kaggle_3m folder, '
+  'https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation)'
+)
 MASK_PATTERN = 'TCGA_*_mask.tif'
-_FILE_RE = re.compile(r'^(TCGA_([A-Za-z0-9]+)_([A-Za-z0-9]+)_(\d+))_(\d+)(_mask)?\.tif$',
-                      re.IGNORECASE)
+_FILE_RE = re.compile(
+  r'^(TCGA_([A-Za-z0-9]+)_([A-Za-z0-9]+)_(\d+))_(\d+)(_mask)?\.tif$', re.IGNORECASE
+)
 
 
 @dataclasses.dataclass
 class LggConfig(tfds.core.BuilderConfig):
   """Builder config; see ``LggKaggle3m.make_config``."""
+
   variant: str = 'all_slices'
   split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
   stratify_by_site: bool = True
@@ -78,23 +83,35 @@ def _config_name(variant: str, fractions: Sequence[float], stratify: bool) -> st
   return name
 
 
-def _make(variant: str = 'all_slices', split_fractions: Sequence[float] = DEFAULT_FRACTIONS,
-          stratify_by_site: bool = True) -> LggConfig:
+def _make(
+  variant: str = 'all_slices',
+  split_fractions: Sequence[float] = DEFAULT_FRACTIONS,
+  stratify_by_site: bool = True,
+) -> LggConfig:
   fr = tuple(round(float(f), 3) for f in split_fractions)
   return LggConfig(
-      name=_config_name(variant, fr, stratify_by_site), version=tfds.core.Version('1.0.0'),
-      description=(f'LGG kaggle_3m, {variant}, patient split fractions {fr} '
-                   f'(stratified by site: {stratify_by_site})'),
-      variant=variant, split_fractions=fr, stratify_by_site=stratify_by_site)
+    name=_config_name(variant, fr, stratify_by_site),
+    version=tfds.core.Version('1.0.0'),
+    description=(
+      f'LGG kaggle_3m, {variant}, patient split fractions {fr} '
+      f'(stratified by site: {stratify_by_site})'
+    ),
+    variant=variant,
+    split_fractions=fr,
+    stratify_by_site=stratify_by_site,
+  )
 
 
 def _stable_hash(text: str) -> int:
   return int.from_bytes(hashlib.sha256(text.encode('utf-8')).digest()[:8], 'big')
 
 
-def assign_splits(patients: Sequence[str], sites: Sequence[str],
-                  fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                  stratify: bool = True) -> dict[str, str]:
+def assign_splits(
+  patients: Sequence[str],
+  sites: Sequence[str],
+  fractions: Sequence[float] = DEFAULT_FRACTIONS,
+  stratify: bool = True,
+) -> dict[str, str]:
   """Deterministic patient -> split assignment (``'train'|'validation'|'test'``).
 
   Args:
@@ -120,7 +137,9 @@ def assign_splits(patients: Sequence[str], sites: Sequence[str],
   return out
 
 
-def scan_release(manual_dir: pathlib.Path) -> dict[str, dict[int, tuple[pathlib.Path, pathlib.Path]]]:
+def scan_release(
+  manual_dir: pathlib.Path,
+) -> dict[str, dict[int, tuple[pathlib.Path, pathlib.Path]]]:
   """Finds slices below ``manual_dir``: patient -> {slice_index: (image_path, mask_path)}.
 
   Duplicated copies are read once (first path in sorted order); unpaired files are skipped with
@@ -136,25 +155,35 @@ def scan_release(manual_dir: pathlib.Path) -> dict[str, dict[int, tuple[pathlib.
     key = f'{m.group(1)}_{int(m.group(5))}'
     (masks if m.group(6) else images).setdefault(key, f)
   if not masks:
-    raise manual.missing_error(dataset=NAME, download=DOWNLOAD, manual_dir=manual_dir,
-                               pattern=MASK_PATTERN)
+    raise manual.missing_error(
+      dataset=NAME, download=DOWNLOAD, manual_dir=manual_dir, pattern=MASK_PATTERN
+    )
   out: dict[str, dict[int, tuple[pathlib.Path, pathlib.Path]]] = collections.defaultdict(dict)
   unpaired = sorted(set(masks) ^ set(images))
   if unpaired:
-    logging.warning('%s: %d slices without an image/mask partner skipped (e.g. %s)',
-                    NAME, len(unpaired), unpaired[:3])
+    logging.warning(
+      '%s: %d slices without an image/mask partner skipped (e.g. %s)',
+      NAME,
+      len(unpaired),
+      unpaired[:3],
+    )
   for key in sorted(set(masks) & set(images)):
     m = _FILE_RE.match(images[key].name)
     out[m.group(1)][int(m.group(5))] = (images[key], masks[key])
   if not out:
-    raise manual.missing_error(dataset=NAME, download=DOWNLOAD, manual_dir=manual_dir,
-                               pattern='TCGA_*_<slice>.tif',
-                               detail='(masks were found but none has its image)')
+    raise manual.missing_error(
+      dataset=NAME,
+      download=DOWNLOAD,
+      manual_dir=manual_dir,
+      pattern='TCGA_*_<slice>.tif',
+      detail='(masks were found but none has its image)',
+    )
   return dict(out)
 
 
-def _load_patient(patient: str, slices: dict[int, tuple[pathlib.Path, pathlib.Path]]
-                  ) -> list[dict[str, Any]]:
+def _load_patient(
+  patient: str, slices: dict[int, tuple[pathlib.Path, pathlib.Path]]
+) -> list[dict[str, Any]]:
   """Reads all slices of one patient and returns their records (sorted by slice index)."""
   site = patient.split('_')[1]
   recs = []
@@ -165,12 +194,23 @@ def _load_patient(patient: str, slices: dict[int, tuple[pathlib.Path, pathlib.Pa
     if raw.ndim == 3:
       raw = raw[..., 0]
     if image.shape != IMAGE_SHAPE or raw.shape != IMAGE_SHAPE[:2]:
-      raise ValueError(f'{NAME}: slice {str(img_path)!r} has image shape {image.shape} and mask '
-                       f'shape {raw.shape}; expected {IMAGE_SHAPE} and {IMAGE_SHAPE[:2]}')
+      raise ValueError(
+        f'{NAME}: slice {str(img_path)!r} has image shape {image.shape} and mask '
+        f'shape {raw.shape}; expected {IMAGE_SHAPE} and {IMAGE_SHAPE[:2]}'
+      )
     mask = (raw >= 128).astype(np.uint8)
-    recs.append(dict(image=image, mask=mask, patient=patient, site=site,
-                     slice_index=np.int32(idx), lesion_area=np.int32(mask.sum()),
-                     id=f'{patient}_{idx}', domain=f'lgg_{site}'))
+    recs.append(
+      dict(
+        image=image,
+        mask=mask,
+        patient=patient,
+        site=site,
+        slice_index=np.int32(idx),
+        lesion_area=np.int32(mask.sum()),
+        id=f'{patient}_{idx}',
+        domain=f'lgg_{site}',
+      )
+    )
   pre = all(np.array_equal(r['image'][..., 0], r['image'][..., 1]) for r in recs)
   post = all(np.array_equal(r['image'][..., 2], r['image'][..., 1]) for r in recs)
   for r in recs:
@@ -193,9 +233,10 @@ class LggKaggle3m(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [_make(v) for v in VARIANTS]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      f'Download {DOWNLOAD} and unpack it anywhere below manual_dir (the folder itself or any '
-      'parent of it): the builder finds TCGA_<site>_<patient>_<date>_<slice>.tif and '
-      '..._mask.tif files by name.')
+    f'Download {DOWNLOAD} and unpack it anywhere below manual_dir (the folder itself or any '
+    'parent of it): the builder finds TCGA_<site>_<patient>_<date>_<slice>.tif and '
+    '..._mask.tif files by name.'
+  )
 
   @classmethod
   def make_config(cls, **kwargs: Any) -> LggConfig:
@@ -208,8 +249,9 @@ class LggKaggle3m(tfds.core.GeneratorBasedBuilder):
     valid = ('variant', 'split_fractions', 'stratify_by_site')
     for key in kwargs:
       if key not in valid:
-        raise ValueError(f'{NAME}: unknown config key {key!r} (value {kwargs[key]!r}); '
-                         f'valid keys are {valid}')
+        raise ValueError(
+          f'{NAME}: unknown config key {key!r} (value {kwargs[key]!r}); valid keys are {valid}'
+        )
     variant = kwargs.get('variant', 'all_slices')
     if variant not in VARIANTS:
       raise ValueError(f'{NAME}: variant={variant!r} is not valid; expected one of {VARIANTS}')
@@ -218,11 +260,17 @@ class LggKaggle3m(tfds.core.GeneratorBasedBuilder):
       fr = tuple(float(f) for f in fr)
     except (TypeError, ValueError):
       fr = None
-    if (fr is None or len(fr) != 3 or any(not 0.0 <= f <= 1.0 for f in fr)
-        or abs(sum(fr) - 1.0) > 1e-6):
-      raise ValueError(f'{NAME}: split_fractions={kwargs.get("split_fractions")!r} is not '
-                       'valid; expected 3 fractions (train, validation, test) in [0, 1] '
-                       'summing to 1')
+    if (
+      fr is None
+      or len(fr) != 3
+      or any(not 0.0 <= f <= 1.0 for f in fr)
+      or abs(sum(fr) - 1.0) > 1e-6
+    ):
+      raise ValueError(
+        f'{NAME}: split_fractions={kwargs.get("split_fractions")!r} is not '
+        'valid; expected 3 fractions (train, validation, test) in [0, 1] '
+        'summing to 1'
+      )
     strat = kwargs.get('stratify_by_site', True)
     if not isinstance(strat, (bool, np.bool_)):
       raise ValueError(f'{NAME}: stratify_by_site={strat!r} is not valid; expected True or False')
@@ -230,7 +278,8 @@ class LggKaggle3m(tfds.core.GeneratorBasedBuilder):
     return cls.builder_configs.get(cfg.name, cfg)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    feats = tfds.features.FeaturesDict({
+    feats = tfds.features.FeaturesDict(
+      {
         'image': tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8, encoding='zlib'),
         'mask': tfds.features.Tensor(shape=IMAGE_SHAPE[:2], dtype=np.uint8, encoding='zlib'),
         'patient': tfds.features.Text(),
@@ -241,38 +290,57 @@ class LggKaggle3m(tfds.core.GeneratorBasedBuilder):
         'post_is_flair_copy': np.bool_,
         'id': tfds.features.Text(),
         'domain': tfds.features.Text(),
-    })
+      }
+    )
     return tfds.core.DatasetInfo(
-        builder=self, features=feats,
-        description=('Brain MR slices of 110 TCGA lower-grade glioma patients with manual '
-                     'FLAIR-abnormality masks; channels pre-contrast, FLAIR, post-contrast.'),
-        homepage='https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation',
-        citation=('Buda, Saha, Mazurowski. Association of genomic subtypes of lower-grade '
-                  'gliomas with shape features automatically extracted by a deep learning '
-                  'algorithm. Computers in Biology and Medicine 109, 2019.'))
+      builder=self,
+      features=feats,
+      description=(
+        'Brain MR slices of 110 TCGA lower-grade glioma patients with manual '
+        'FLAIR-abnormality masks; channels pre-contrast, FLAIR, post-contrast.'
+      ),
+      homepage='https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation',
+      citation=(
+        'Buda, Saha, Mazurowski. Association of genomic subtypes of lower-grade '
+        'gliomas with shape features automatically extracted by a deep learning '
+        'algorithm. Computers in Biology and Medicine 109, 2019.'
+      ),
+    )
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[str, dict]]]:
-    root = manual.resolve_manual_dir(dl_manager, dataset=NAME, download=DOWNLOAD,
-                                     pattern=MASK_PATTERN)
+    root = manual.resolve_manual_dir(
+      dl_manager, dataset=NAME, download=DOWNLOAD, pattern=MASK_PATTERN
+    )
     release = scan_release(root)
     patients = sorted(release)
     cfg = self.builder_config
-    assignment = assign_splits(patients, [p.split('_')[1] for p in patients],
-                               cfg.split_fractions, cfg.stratify_by_site)
-    logging.info('%s: %d patients, %d slices under %s', NAME, len(patients),
-                 sum(len(v) for v in release.values()), root)
+    assignment = assign_splits(
+      patients, [p.split('_')[1] for p in patients], cfg.split_fractions, cfg.stratify_by_site
+    )
+    logging.info(
+      '%s: %d patients, %d slices under %s',
+      NAME,
+      len(patients),
+      sum(len(v) for v in release.values()),
+      root,
+    )
     out = {}
     for s in SPLITS:
       members = [p for p in patients if assignment[p] == s]
       if members:  # TFDS cannot write an empty split: leave it out.
         out[s] = self._generate_examples(release, members)
       else:
-        logging.warning('%s: split %r has no patients (fractions %s) and is left out',
-                        NAME, s, cfg.split_fractions)
+        logging.warning(
+          '%s: split %r has no patients (fractions %s) and is left out',
+          NAME,
+          s,
+          cfg.split_fractions,
+        )
     return out
 
-  def _generate_examples(self, release: dict, patients: Sequence[str]
-                         ) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(
+    self, release: dict, patients: Sequence[str]
+  ) -> Iterator[tuple[str, dict]]:
     for patient in patients:
       recs = _load_patient(patient, release[patient])
       if self.builder_config.variant == 'largest_lesion':

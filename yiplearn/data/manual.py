@@ -22,7 +22,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import pathlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +62,9 @@ def list_files(root: PathLike) -> list[pathlib.Path]:
   return out
 
 
-def match_files(files: Iterable[pathlib.Path], pattern: str, *,
-                case_sensitive: bool = False) -> list[pathlib.Path]:
+def match_files(
+  files: Iterable[pathlib.Path], pattern: str, *, case_sensitive: bool = False
+) -> list[pathlib.Path]:
   """Files whose NAME (not path) matches the shell pattern ``pattern`` (``fnmatch``).
 
   Args:
@@ -79,14 +81,14 @@ def match_files(files: Iterable[pathlib.Path], pattern: str, *,
   return [p for p in files if fnmatch.fnmatchcase(p.name.lower(), pat)]
 
 
-def find_files(root: PathLike, pattern: str, *,
-               case_sensitive: bool = False) -> list[pathlib.Path]:
+def find_files(root: PathLike, pattern: str, *, case_sensitive: bool = False) -> list[pathlib.Path]:
   """Files anywhere below ``root`` whose name matches ``pattern``; sorted by path."""
   return match_files(list_files(root), pattern, case_sensitive=case_sensitive)
 
 
-def missing_error(*, dataset: str, download: str, manual_dir: PathLike | None,
-                  pattern: str, detail: str = '') -> FileNotFoundError:
+def missing_error(
+  *, dataset: str, download: str, manual_dir: PathLike | None, pattern: str, detail: str = ''
+) -> FileNotFoundError:
   """Builds the single-line error raised when a release is not where it should be.
 
   Args:
@@ -100,27 +102,37 @@ def missing_error(*, dataset: str, download: str, manual_dir: PathLike | None,
     A ``FileNotFoundError`` (to be raised by the caller).
   """
   where = str(manual_dir) if manual_dir is not None else '<no manual_dir given>'
-  msg = (f'{dataset}: no files matching {pattern!r} found under manual_dir {where!r}. '
-         f'Download {download} and unpack it (any layout) under that directory, or pass '
-         f'manual_dir=<folder containing it>.')
+  msg = (
+    f'{dataset}: no files matching {pattern!r} found under manual_dir {where!r}. '
+    f'Download {download} and unpack it (any layout) under that directory, or pass '
+    f'manual_dir=<folder containing it>.'
+  )
   if detail:
     msg += ' ' + detail.strip()
   return FileNotFoundError(msg.replace('\n', ' '))
 
 
-def require_files(files: Iterable[pathlib.Path], pattern: str, *, dataset: str,
-                  download: str, manual_dir: PathLike | None,
-                  detail: str = '') -> list[pathlib.Path]:
+def require_files(
+  files: Iterable[pathlib.Path],
+  pattern: str,
+  *,
+  dataset: str,
+  download: str,
+  manual_dir: PathLike | None,
+  detail: str = '',
+) -> list[pathlib.Path]:
   """``match_files(files, pattern)`` or raise ``missing_error`` if nothing matches."""
   found = match_files(files, pattern)
   if not found:
-    raise missing_error(dataset=dataset, download=download, manual_dir=manual_dir,
-                        pattern=pattern, detail=detail)
+    raise missing_error(
+      dataset=dataset, download=download, manual_dir=manual_dir, pattern=pattern, detail=detail
+    )
   return found
 
 
-def resolve_manual_dir(dl_manager: Any, *, dataset: str, download: str,
-                       pattern: str) -> pathlib.Path:
+def resolve_manual_dir(
+  dl_manager: Any, *, dataset: str, download: str, pattern: str
+) -> pathlib.Path:
   """The existing, non-empty manual directory of a TFDS ``DownloadManager``.
 
   TFDS raises ``AssertionError`` when the manual dir is unset, missing or empty; this turns
@@ -137,12 +149,22 @@ def resolve_manual_dir(dl_manager: Any, *, dataset: str, download: str,
   try:
     path = dl_manager.manual_dir
   except AssertionError:
-    raise missing_error(dataset=dataset, download=download, manual_dir=raw,
-                        pattern=pattern, detail='(the directory is missing or empty)') from None
+    raise missing_error(
+      dataset=dataset,
+      download=download,
+      manual_dir=raw,
+      pattern=pattern,
+      detail='(the directory is missing or empty)',
+    ) from None
   path = pathlib.Path(os.fspath(path)).expanduser()
   if not path.is_dir():
-    raise missing_error(dataset=dataset, download=download, manual_dir=path,
-                        pattern=pattern, detail='(not a directory)')
+    raise missing_error(
+      dataset=dataset,
+      download=download,
+      manual_dir=path,
+      pattern=pattern,
+      detail='(not a directory)',
+    )
   return path
 
 

@@ -6,15 +6,16 @@ masks (N,S,S): selected channels, resized (bilinear images, nearest masks) and s
 (`unit`) or standardised per image and channel over non-zero pixels (`zscore`, the MRI habit).
 `lgg_channel_filter` drops LGG patients whose chosen channel is a copy of FLAIR (see SUBSET.md).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-NORMALIZATIONS = ("unit", "zscore")
-LGG_CHANNELS = {"pre": 0, "t1": 0, "flair": 1, "post": 2, "t1c": 2}
+NORMALIZATIONS = ('unit', 'zscore')
+LGG_CHANNELS = {'pre': 0, 't1': 0, 'flair': 1, 'post': 2, 't1c': 2}
 
 
 def _resize_channel(x: np.ndarray, size: int, resample) -> np.ndarray:
@@ -36,15 +37,17 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
   """Nearest-neighbour resize of integer (N,H,W) masks to (N,size,size)."""
   if masks.shape[1] == size and masks.shape[2] == size:
     return masks
-  return np.stack([_resize_channel(m.astype(np.uint8), size, Image.NEAREST) for m in masks]).astype(masks.dtype)
+  return np.stack([_resize_channel(m.astype(np.uint8), size, Image.NEAREST) for m in masks]).astype(
+    masks.dtype
+  )
 
 
 def normalize(images: np.ndarray, mode: str) -> np.ndarray:
   """uint8 (N,H,W,C) -> float32 in [0,1] (`unit`) or per-image, per-channel z-scores (`zscore`)."""
   if mode not in NORMALIZATIONS:
-    raise ValueError(f"normalize={mode!r}: expected one of {NORMALIZATIONS}")
+    raise ValueError(f'normalize={mode!r}: expected one of {NORMALIZATIONS}')
   x = images.astype(np.float32) / 255.0
-  if mode == "unit":
+  if mode == 'unit':
     return x
   fg = x > 0
   count = np.maximum(fg.sum(axis=(1, 2), keepdims=True), 1)
@@ -53,43 +56,51 @@ def normalize(images: np.ndarray, mode: str) -> np.ndarray:
   return ((x - mean) / np.sqrt(var + 1e-6) * fg).astype(np.float32)
 
 
-def prepare_segmentation(arrays: dict, *, channels: Sequence[int] | None = None, image_size: int | None = None,
-                         norm: str = "unit", num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def prepare_segmentation(
+  arrays: dict,
+  *,
+  channels: Sequence[int] | None = None,
+  image_size: int | None = None,
+  norm: str = 'unit',
+  num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Returns (images float32 (N,S,S,C'), masks int32 (N,S,S)) ready for the click models."""
-  if "image" not in arrays or "mask" not in arrays:
-    raise ValueError(f"arrays has keys {sorted(arrays)}: expected 'image' and 'mask' (a segmentation dataset)")
-  images, masks = np.asarray(arrays["image"]), np.asarray(arrays["mask"])
+  if 'image' not in arrays or 'mask' not in arrays:
+    raise ValueError(
+      f"arrays has keys {sorted(arrays)}: expected 'image' and 'mask' (a segmentation dataset)"
+    )
+  images, masks = np.asarray(arrays['image']), np.asarray(arrays['mask'])
   if images.ndim != 4 or images.dtype != np.uint8:
-    raise ValueError(f"image: shape {images.shape} dtype {images.dtype}; expected uint8 (N,H,W,C)")
+    raise ValueError(f'image: shape {images.shape} dtype {images.dtype}; expected uint8 (N,H,W,C)')
   if channels is not None:
     channels = list(channels)
     bad = [c for c in channels if not 0 <= c < images.shape[-1]]
     if bad:
-      raise ValueError(f"channels={channels}: expected indices in [0, {images.shape[-1]})")
+      raise ValueError(f'channels={channels}: expected indices in [0, {images.shape[-1]})')
     images = images[..., channels]
   if image_size:
     images, masks = resize_images(images, int(image_size)), resize_masks(masks, int(image_size))
   masks = masks.astype(np.int32)
   if num_classes is not None and masks.size and masks.max() >= num_classes:
-    raise ValueError(f"mask has class {int(masks.max())}: expected classes in [0, {num_classes})")
+    raise ValueError(f'mask has class {int(masks.max())}: expected classes in [0, {num_classes})')
   return normalize(images, norm), masks
 
 
 def lgg_channel(name: str) -> int:
   """Index of an LGG sequence by name (pre|t1, flair, post|t1c)."""
   if name not in LGG_CHANNELS:
-    raise ValueError(f"sequence={name!r}: expected one of {sorted(LGG_CHANNELS)}")
+    raise ValueError(f'sequence={name!r}: expected one of {sorted(LGG_CHANNELS)}')
   return LGG_CHANNELS[name]
 
 
 def lgg_channel_filter(arrays: dict, sequence: str) -> np.ndarray:
   """Boolean (N,) selecting records whose `sequence` channel is real (not a FLAIR copy)."""
   c = lgg_channel(sequence)
-  n = len(arrays["image"])
+  n = len(arrays['image'])
   if c == 0:
-    return ~np.asarray(arrays["pre_is_flair_copy"], bool)
+    return ~np.asarray(arrays['pre_is_flair_copy'], bool)
   if c == 2:
-    return ~np.asarray(arrays["post_is_flair_copy"], bool)
+    return ~np.asarray(arrays['post_is_flair_copy'], bool)
   return np.ones(n, bool)
 
 

@@ -15,9 +15,10 @@ Kinds (`make_stream(kind, ...)`):
   'continual'  domain after domain (`domain_order` or sorted names); within each domain the order
                is i.i.d. or, with `within='dirichlet'`, label-shifted as above.
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -30,8 +31,9 @@ def iid_order(n: int, rng: np.random.Generator) -> np.ndarray:
   return rng.permutation(n)
 
 
-def dirichlet_order(labels: np.ndarray, alpha: float, rng: np.random.Generator,
-                    num_slots: int | None = None) -> np.ndarray:
+def dirichlet_order(
+  labels: np.ndarray, alpha: float, rng: np.random.Generator, num_slots: int | None = None
+) -> np.ndarray:
   """Label-shifted order of indices 0..len(labels)-1 (see the module docstring)."""
   if alpha <= 0:
     raise ValueError(f'alpha={alpha}; expected > 0')
@@ -56,17 +58,24 @@ def dirichlet_order(labels: np.ndarray, alpha: float, rng: np.random.Generator,
   return np.concatenate(order) if order else np.zeros((0,), np.int64)
 
 
-def continual_order(domains: np.ndarray, rng: np.random.Generator,
-                    domain_order: Sequence[str] | None = None, within: str = 'iid',
-                    labels: np.ndarray | None = None, alpha: float = 1.0,
-                    num_slots: int | None = None) -> np.ndarray:
+def continual_order(
+  domains: np.ndarray,
+  rng: np.random.Generator,
+  domain_order: Sequence[str] | None = None,
+  within: str = 'iid',
+  labels: np.ndarray | None = None,
+  alpha: float = 1.0,
+  num_slots: int | None = None,
+) -> np.ndarray:
   """Domain after domain; inside a domain 'iid' or 'dirichlet' (needs labels)."""
   domains = np.asarray(domains).astype(str)
   names = list(domain_order) if domain_order is not None else sorted(set(domains.tolist()))
   missing = [d for d in names if d not in set(domains.tolist())]
   if missing:
-    raise ValueError(f'domain_order={names}; domains {missing} have no examples '
-                     f'(present: {sorted(set(domains.tolist()))})')
+    raise ValueError(
+      f'domain_order={names}; domains {missing} have no examples '
+      f'(present: {sorted(set(domains.tolist()))})'
+    )
   if within not in ('iid', 'dirichlet'):
     raise ValueError(f"within={within!r}; expected 'iid' or 'dirichlet'")
   out = []
@@ -96,16 +105,25 @@ class Stream:
   def batches(self, first: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """The batches from batch index `first` on (a resumed run skips the ones it has done)."""
     for start in range(first * self.batch_size, len(self.order), self.batch_size):
-      idx = self.order[start:start + self.batch_size]
+      idx = self.order[start : start + self.batch_size]
       batch = {k: v[idx] for k, v in self.arrays.items()}
       batch['index'] = idx
       yield batch
 
 
-def make_stream(kind: str, images: np.ndarray, labels: np.ndarray,
-                domains: np.ndarray | Sequence[str] | None = None, *, batch_size: int,
-                seed: int = 0, alpha: float = 0.1, num_slots: int | None = None,
-                domain_order: Sequence[str] | None = None, within: str = 'iid') -> Stream:
+def make_stream(
+  kind: str,
+  images: np.ndarray,
+  labels: np.ndarray,
+  domains: np.ndarray | Sequence[str] | None = None,
+  *,
+  batch_size: int,
+  seed: int = 0,
+  alpha: float = 0.1,
+  num_slots: int | None = None,
+  domain_order: Sequence[str] | None = None,
+  within: str = 'iid',
+) -> Stream:
   """A test stream over (images (N, ...), labels (N,), domains (N,) str); see module docstring.
 
   Raises:
@@ -125,8 +143,10 @@ def make_stream(kind: str, images: np.ndarray, labels: np.ndarray,
     domains = np.full((n,), 'target')
   domains = np.asarray(domains).astype(str)
   if len(labels) != n or len(domains) != n:
-    raise ValueError(f'len(images)={n}, len(labels)={len(labels)}, len(domains)={len(domains)}; '
-                     'expected equal lengths')
+    raise ValueError(
+      f'len(images)={n}, len(labels)={len(labels)}, len(domains)={len(domains)}; '
+      'expected equal lengths'
+    )
   rng = np.random.default_rng(seed)
   if kind == 'iid':
     order = iid_order(n, rng)
@@ -134,7 +154,9 @@ def make_stream(kind: str, images: np.ndarray, labels: np.ndarray,
     order = dirichlet_order(labels, alpha, rng, num_slots)
   elif kind == 'mixed':
     if len(set(domains.tolist())) < 2:
-      raise ValueError(f'domains={sorted(set(domains.tolist()))}; a mixed stream expects >= 2 domains')
+      raise ValueError(
+        f'domains={sorted(set(domains.tolist()))}; a mixed stream expects >= 2 domains'
+      )
     order = iid_order(n, rng)
   else:
     order = continual_order(domains, rng, domain_order, within, labels, alpha, num_slots)

@@ -19,6 +19,7 @@ x float32 (N, S, S, C) and y int32 (N,), plus the number of classes. The `data` 
     num_train, num_test, cdr_threshold   synthetic_fundus only
     max_train, max_test   keep at most this many per domain (0 = all), for quick runs
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,13 @@ def _digits(cfg: Any, domain: str, data_dir: str) -> dict[str, Split]:
     raise ValueError(f"data.domains entry {domain!r}; expected 'rot<angle>' e.g. 'rot30'")
   out = {}
   for split, limit in (('train', cfg.get('max_train', 0)), ('test', cfg.get('max_test', 0))):
-    a = registry.load_arrays('rotated_digits', split, data_dir=data_dir, angle=int(domain[3:]),
-                             image_size=int(cfg.image_size))
+    a = registry.load_arrays(
+      'rotated_digits',
+      split,
+      data_dir=data_dir,
+      angle=int(domain[3:]),
+      image_size=int(cfg.image_size),
+    )
     out[split] = _finish(a['image'], a['label'], cfg, limit)
   return out
 
@@ -65,9 +71,15 @@ def _fundus(cfg: Any, domain: str, data_dir: str) -> dict[str, Split]:
   out = {}
   size = max(16, int(cfg.image_size))
   for split, limit in (('train', cfg.get('max_train', 0)), ('test', cfg.get('max_test', 0))):
-    a = registry.load_arrays('synthetic_fundus', split, data_dir=data_dir, domain=domain,
-                             image_size=size, num_train=int(cfg.num_train),
-                             num_test=int(cfg.num_test))
+    a = registry.load_arrays(
+      'synthetic_fundus',
+      split,
+      data_dir=data_dir,
+      domain=domain,
+      image_size=size,
+      num_train=int(cfg.num_train),
+      num_test=int(cfg.num_test),
+    )
     labels = (np.asarray(a['cup_to_disc']) > float(cfg.cdr_threshold)).astype(np.int32)
     out[split] = _finish(a['image'], labels, cfg, limit)
   return out
@@ -78,10 +90,13 @@ def _lgg(cfg: Any, domains: list[str], data_dir: str) -> dict[str, dict[str, Spl
   if by not in ('sequence', 'site'):
     raise ValueError(f"data.domain_by={by!r}; expected 'sequence' or 'site'")
   out: dict[str, dict[str, Split]] = {d: {} for d in domains}
-  for split, src_split, limit in (('train', 'train', cfg.get('max_train', 0)),
-                                  ('test', 'validation+test', cfg.get('max_test', 0))):
-    a = registry.load_arrays('lgg_kaggle_3m', src_split, data_dir=data_dir, manual_dir=lgg_dir(cfg),
-                             variant='all_slices')
+  for split, src_split, limit in (
+    ('train', 'train', cfg.get('max_train', 0)),
+    ('test', 'validation+test', cfg.get('max_test', 0)),
+  ):
+    a = registry.load_arrays(
+      'lgg_kaggle_3m', src_split, data_dir=data_dir, manual_dir=lgg_dir(cfg), variant='all_slices'
+    )
     labels = (np.asarray(a['lesion_area']) > 0).astype(np.int32)
     for d in domains:
       if by == 'sequence':
@@ -89,12 +104,14 @@ def _lgg(cfg: Any, domains: list[str], data_dir: str) -> dict[str, dict[str, Spl
           raise ValueError(f'data.domains entry {d!r}; expected one of {LGG_SEQUENCES}')
         keep = prepare.lgg_channel_filter(a, d)
         c = prepare.lgg_channel(d)
-        imgs = np.asarray(a['image'])[keep][..., c:c + 1]
+        imgs = np.asarray(a['image'])[keep][..., c : c + 1]
       else:
         keep = np.asarray(a['site']).astype(str) == d
         if not keep.any():
-          raise ValueError(f'data.domains entry {d!r}: no LGG slices of that site in split '
-                           f'{src_split!r} (sites: {sorted(set(np.asarray(a["site"]).astype(str)))})')
+          raise ValueError(
+            f'data.domains entry {d!r}: no LGG slices of that site in split '
+            f'{src_split!r} (sites: {sorted(set(np.asarray(a["site"]).astype(str)))})'
+          )
         imgs = np.asarray(a['image'])[keep]
       out[d][split] = _finish(imgs, labels[keep], cfg, limit)
   return out

@@ -12,6 +12,7 @@
   'eam_marginal'       ... with the marginal-entropy term (gamma = config.eam.gamma_ablation)
   'eam_bnbatch'        ... with BatchNorm statistics of the batch
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,9 +23,24 @@ from yiplearn import parallel
 from yiplearn.merging import adamerging, ensemble, online, static, tent
 from yiplearn.merging import tree as tr
 
-KNOWN = ('experts', 'mean', 'task_arithmetic', 'ties', 'dare', 'fisher', 'ensemble_mean',
-         'ensemble_entropy', 'adamerging_task', 'adamerging_layer', 'tent', 'eam', 'eam_coupled',
-         'eam_argmin', 'eam_marginal', 'eam_bnbatch')
+KNOWN = (
+  'experts',
+  'mean',
+  'task_arithmetic',
+  'ties',
+  'dare',
+  'fisher',
+  'ensemble_mean',
+  'ensemble_entropy',
+  'adamerging_task',
+  'adamerging_layer',
+  'tent',
+  'eam',
+  'eam_coupled',
+  'eam_argmin',
+  'eam_marginal',
+  'eam_bnbatch',
+)
 
 
 def auto_chunk(chunk_size: int) -> int:
@@ -44,11 +60,20 @@ def candidate_mesh(config: Any):
 
 
 def _eam(model, k: int, e: Any, mesh=None, **overrides) -> online.OnlineMethod:
-  kw = dict(mesh=mesh, temperature=float(e.temperature), marginal_weight=float(e.marginal_weight),
-            scale=float(e.scale), refine_radius=float(e.refine_radius), ema=float(e.ema),
-            bn_mode=e.bn_mode, score_head=e.score_head, chunk_size=auto_chunk(int(e.chunk_size)),
-            grid_resolution=None if int(e.grid_resolution) < 0 else int(e.grid_resolution),
-            num_random=int(e.num_random), seed=0)
+  kw = dict(
+    mesh=mesh,
+    temperature=float(e.temperature),
+    marginal_weight=float(e.marginal_weight),
+    scale=float(e.scale),
+    refine_radius=float(e.refine_radius),
+    ema=float(e.ema),
+    bn_mode=e.bn_mode,
+    score_head=e.score_head,
+    chunk_size=auto_chunk(int(e.chunk_size)),
+    grid_resolution=None if int(e.grid_resolution) < 0 else int(e.grid_resolution),
+    num_random=int(e.num_random),
+    seed=0,
+  )
   kw.update(overrides)
   return online.entropy_adaptive(model, k, **kw)
 
@@ -56,10 +81,12 @@ def _eam(model, k: int, e: Any, mesh=None, **overrides) -> online.OnlineMethod:
 def _params_only(merge_fn):
   """Applies a task-vector merge to `params` only; other collections (BatchNorm statistics) are
   averaged: trimming/dropping/summing running variances with the weights' rule breaks them."""
+
   def fn(ex, b):
     out = {c: static.mean_merge(ex[c]) for c in ex if c != 'params'}
     out['params'] = merge_fn(ex['params'], b['params'])
     return out
+
   return fn
 
 
@@ -74,20 +101,36 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
       raise ValueError(f'methods entry {name!r}; expected one of {KNOWN}')
     if name == 'experts':
       for i, d in enumerate(fam.sources):
-        out[f'expert_{d}'] = online.fixed_model(model, lambda ex, b, i=i: jax.tree.map(
-            lambda a: a[i], ex))
+        out[f'expert_{d}'] = online.fixed_model(
+          model, lambda ex, b, i=i: jax.tree.map(lambda a: a[i], ex)
+        )
     elif name == 'mean':
       out[name] = online.fixed_model(model, lambda ex, b: static.mean_merge(ex))
     elif name == 'task_arithmetic':
-      out[name] = online.fixed_model(model, _params_only(lambda ex, b: static.task_arithmetic(
-          ex, b, float(s.ta_scale))))
+      out[name] = online.fixed_model(
+        model, _params_only(lambda ex, b: static.task_arithmetic(ex, b, float(s.ta_scale)))
+      )
     elif name == 'ties':
-      out[name] = online.fixed_model(model, _params_only(lambda ex, b: static.ties_merge(
-          ex, b, float(s.ties_density), float(s.ties_scale))))
+      out[name] = online.fixed_model(
+        model,
+        _params_only(
+          lambda ex, b: static.ties_merge(ex, b, float(s.ties_density), float(s.ties_scale))
+        ),
+      )
     elif name == 'dare':
-      out[name] = online.fixed_model(model, _params_only(lambda ex, b: static.dare_merge(
-          ex, b, jax.random.key(config.seed), float(s.dare_rate), then='task_arithmetic',
-          scale=float(s.ta_scale))))
+      out[name] = online.fixed_model(
+        model,
+        _params_only(
+          lambda ex, b: static.dare_merge(
+            ex,
+            b,
+            jax.random.key(config.seed),
+            float(s.dare_rate),
+            then='task_arithmetic',
+            scale=float(s.ta_scale),
+          )
+        ),
+      )
     elif name == 'fisher':
       if fam.fishers is None:
         raise ValueError("methods entry 'fisher' needs Fisher estimates (train_family with_fisher)")
@@ -99,16 +142,19 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
         if 'batch_stats' in ex:
           f['batch_stats'] = static.batch_stats_fisher(fishers['params'], ex['batch_stats'])
         return static.fisher_merge(ex, f)
+
       out[name] = online.fixed_model(model, fisher_fn)
     elif name == 'ensemble_mean':
       out[name] = ensemble.output_ensemble(model, weighting='mean')
     elif name == 'ensemble_entropy':
-      out[name] = ensemble.output_ensemble(model, weighting='entropy',
-                                           temperature=float(e.temperature))
+      out[name] = ensemble.output_ensemble(
+        model, weighting='entropy', temperature=float(e.temperature)
+      )
     elif name.startswith('adamerging'):
       a = config.ada
-      out[name] = adamerging.adamerging(model, k, layerwise=name.endswith('layer'),
-                                        learning_rate=float(a.lr), steps=int(a.steps))
+      out[name] = adamerging.adamerging(
+        model, k, layerwise=name.endswith('layer'), learning_rate=float(a.lr), steps=int(a.steps)
+      )
     elif name == 'tent':
       out[name] = tent.tent(model, learning_rate=float(config.tent.lr))
     elif name == 'eam':

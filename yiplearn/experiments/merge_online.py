@@ -27,6 +27,7 @@ Writes to the workdir:
                                          `landscape_resolution`) on the first batch of the first stream,
                                          with the entropy-adaptive lambda_enc for that batch marked
 """
+
 from __future__ import annotations
 
 import collections
@@ -34,10 +35,10 @@ import itertools
 import os
 from typing import Any
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from yiplearn.data import streams as stream_lib
 from yiplearn.experiments import merge_data, merge_methods, train_experts
@@ -52,17 +53,31 @@ def build_streams(config: Any, data: dict, target: str, sources: list[str]) -> d
   tx, ty = data[target]['test']
   for kind in config.streams:
     if kind in ('iid', 'dirichlet'):
-      out[kind] = stream_lib.make_stream(kind, tx, ty, np.full(len(tx), target),
-                                         batch_size=int(s.batch_size), seed=config.seed,
-                                         alpha=float(s.alpha))
+      out[kind] = stream_lib.make_stream(
+        kind,
+        tx,
+        ty,
+        np.full(len(tx), target),
+        batch_size=int(s.batch_size),
+        seed=config.seed,
+        alpha=float(s.alpha),
+      )
     elif kind in ('mixed', 'continual'):
       doms = [target] + sources
       xs = np.concatenate([data[d]['test'][0] for d in doms])
       ys = np.concatenate([data[d]['test'][1] for d in doms])
       ds = np.concatenate([np.full(len(data[d]['test'][0]), d) for d in doms])
-      out[kind] = stream_lib.make_stream(kind, xs, ys, ds, batch_size=int(s.batch_size),
-                                         seed=config.seed, alpha=float(s.alpha), domain_order=doms,
-                                         within=s.get('continual_within', 'iid'))
+      out[kind] = stream_lib.make_stream(
+        kind,
+        xs,
+        ys,
+        ds,
+        batch_size=int(s.batch_size),
+        seed=config.seed,
+        alpha=float(s.alpha),
+        domain_order=doms,
+        within=s.get('continual_within', 'iid'),
+      )
     else:
       raise ValueError(f'streams entry {kind!r}; expected one of {stream_lib.KINDS}')
   return out
@@ -76,14 +91,27 @@ def _trace_values(info: dict) -> dict:
   return out
 
 
-def run_stream(update, state, stream, *, trace=None, meta=None, start: int = 0, correct: int = 0,
-               n: int = 0, on_batch=None) -> tuple[float, int]:
+def run_stream(
+  update,
+  state,
+  stream,
+  *,
+  trace=None,
+  meta=None,
+  start: int = 0,
+  correct: int = 0,
+  n: int = 0,
+  on_batch=None,
+) -> tuple[float, int]:
   """Runs `update` over the batches of `stream` from batch `start` (with `correct`/`n` counted before it).
 
   `on_batch(i, state, correct, n)` is called after batch i (the checkpoint hook); returns (accuracy, n).
   """
-  batches = (stream.batches(start) if isinstance(stream, stream_lib.Stream)  # skipped batches not gathered
-             else itertools.islice(stream, start, None))
+  batches = (
+    stream.batches(start)
+    if isinstance(stream, stream_lib.Stream)  # skipped batches not gathered
+    else itertools.islice(stream, start, None)
+  )
   for i, batch in enumerate(batches, start):
     state, logits, info = update(state, jnp.asarray(batch['image']))
     hit = np.asarray(jnp.argmax(logits, -1)) == batch['label']
@@ -99,8 +127,9 @@ def run_stream(update, state, stream, *, trace=None, meta=None, start: int = 0, 
   return correct / max(n, 1), n
 
 
-def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: str, meta: dict,
-                         checkpoint_every: int) -> tuple[dict, str]:
+def run_stream_resumable(
+  update, init_state, stream, *, stream_dir: str, name: str, meta: dict, checkpoint_every: int
+) -> tuple[dict, str]:
   """One (method, stream) pair, checkpointed every `checkpoint_every` batches under `stream_dir/name/`
   (merging state, batches done, correct, n) and finished into `stream_dir/name.json`.
 
@@ -128,8 +157,17 @@ def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: s
     skipped[0] = int(np.asarray(getattr(state, 'skipped', 0)))
     return state
 
-  acc, n = run_stream(update, state, stream, trace=trace, meta=meta, start=start, correct=correct,
-                      n=n, on_batch=on_batch)
+  acc, n = run_stream(
+    update,
+    state,
+    stream,
+    trace=trace,
+    meta=meta,
+    start=start,
+    correct=correct,
+    n=n,
+    on_batch=on_batch,
+  )
   trace.close()
   ckpt.close()
   result = {'accuracy': acc, 'n': n, 'skipped': skipped[0]}
@@ -138,16 +176,27 @@ def run_stream_resumable(update, init_state, stream, *, stream_dir: str, name: s
   return result, log_path
 
 
-def entropy_landscape(path: str, fam, experts, base, x: np.ndarray, chosen: np.ndarray,
-                      title: str, resolution: int = 20) -> str:
+def entropy_landscape(
+  path: str, fam, experts, base, x: np.ndarray, chosen: np.ndarray, title: str, resolution: int = 20
+) -> str:
   """Ternary heat-map of the full-model mean prediction entropy over the K = 3 simplex."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   from yiplearn.io.plots import save_figure  # pylint: disable=g-import-not-at-top
   from yiplearn.merging import candidates, online  # pylint: disable=g-import-not-at-top
+
   grid = candidates.simplex_grid(3, resolution)
   tau = tr.task_vectors(experts, base)
-  h = np.asarray(online.score_candidates(fam.model, base, tau, jnp.asarray(x), jnp.asarray(grid),
-                                         chunk_size=merge_methods.auto_chunk(0)))
+  h = np.asarray(
+    online.score_candidates(
+      fam.model,
+      base,
+      tau,
+      jnp.asarray(x),
+      jnp.asarray(grid),
+      chunk_size=merge_methods.auto_chunk(0),
+    )
+  )
   to_xy = lambda lam: (lam[..., 1] + 0.5 * lam[..., 2], (np.sqrt(3) / 2) * lam[..., 2])
   gx, gy = to_xy(grid)
   fig, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -180,12 +229,18 @@ def validate(config: Any) -> None:
       raise ValueError(f'streams entry {k!r}; expected one of {stream_lib.KINDS}')
   domains = tuple(config.data.get('domains', ()) or ())
   if domains and len(domains) < 3:
-    raise ValueError(f'data.domains={domains}: expected at least 3 domains (a held-out target and '
-                     'K >= 2 experts to merge)')
+    raise ValueError(
+      f'data.domains={domains}: expected at least 3 domains (a held-out target and '
+      'K >= 2 experts to merge)'
+    )
   train_experts.validate(config)
-  positive = [('stream.batch_size', config.stream.batch_size), ('tent.lr', config.tent.lr),
-              ('ada.lr', config.ada.lr), ('ada.steps', config.ada.steps),
-              ('checkpoint_every', config.get('checkpoint_every', 20))]
+  positive = [
+    ('stream.batch_size', config.stream.batch_size),
+    ('tent.lr', config.tent.lr),
+    ('ada.lr', config.ada.lr),
+    ('ada.steps', config.ada.steps),
+    ('checkpoint_every', config.get('checkpoint_every', 20)),
+  ]
   for name, value in positive:
     if not value > 0:
       raise ValueError(f'{name}={value!r}: expected a positive number')
@@ -211,14 +266,22 @@ def run(config: Any, workdir: str) -> dict:
       logging.info('target %s already done; loading %s', target, partial)
       target_rows = files.read_json(partial)
       rows.extend(target_rows)
-      trace_paths.extend(os.path.join(workdir, 'streams', target, f"{r['method']}__{r['stream']}.jsonl")
-                         for r in target_rows if r['method'] != 'best_expert')
+      trace_paths.extend(
+        os.path.join(workdir, 'streams', target, f'{r["method"]}__{r["stream"]}.jsonl')
+        for r in target_rows
+        if r['method'] != 'best_expert'
+      )
       continue
     sources = [d for d in data if d != target]
     root = config.get('experts_workdir', '') or workdir
-    fam = train_experts.train_family(config, data, num_classes, sources,
-                                     os.path.join(root, 'checkpoints', target),
-                                     with_fisher='fisher' in config.methods)
+    fam = train_experts.train_family(
+      config,
+      data,
+      num_classes,
+      sources,
+      os.path.join(root, 'checkpoints', target),
+      with_fisher='fisher' in config.methods,
+    )
     tr.check_experts(fam.experts, fam.sources)  # one architecture, finite weights
     experts, base = tr.stack(fam.experts), fam.base
     methods = merge_methods.build(config, fam)
@@ -231,31 +294,60 @@ def run(config: Any, workdir: str) -> dict:
       for sname, stream in streams.items():
         meta = {'target': target, 'stream': sname, 'method': mname}
         res, log_path = run_stream_resumable(
-            update, lambda method=method: method.init(experts, base), stream, stream_dir=stream_dir,
-            name=f'{mname}__{sname}', meta=meta, checkpoint_every=every)
+          update,
+          lambda method=method: method.init(experts, base),
+          stream,
+          stream_dir=stream_dir,
+          name=f'{mname}__{sname}',
+          meta=meta,
+          checkpoint_every=every,
+        )
         trace_paths.append(log_path)
         prog.update(len(stream))
-        target_rows.append(dict(meta, accuracy=res['accuracy'], n=res['n'], skipped=res.get('skipped', 0)))
+        target_rows.append(
+          dict(meta, accuracy=res['accuracy'], n=res['n'], skipped=res.get('skipped', 0))
+        )
     for sname in streams:  # oracle: the best single expert on this stream
-      singles = [r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')]
+      singles = [
+        r for r in target_rows if r['stream'] == sname and r['method'].startswith('expert_')
+      ]
       if not singles:
         continue
       best = max(singles, key=lambda r: r['accuracy'])
-      target_rows.append({'target': target, 'stream': sname, 'method': 'best_expert',
-                          'accuracy': best['accuracy'], 'n': best['n'], 'skipped': 0})
+      target_rows.append(
+        {
+          'target': target,
+          'stream': sname,
+          'method': 'best_expert',
+          'accuracy': best['accuracy'],
+          'n': best['n'],
+          'skipped': 0,
+        }
+      )
     if len(sources) == 3 and 'eam' in methods and config.get('landscape', True):
       x = next(iter(streams[next(iter(streams))]))['image']  # the first batch of the first stream
-      _, _, info = jax.jit(methods['eam'].update)(methods['eam'].init(experts, base), jnp.asarray(x))
+      _, _, info = jax.jit(methods['eam'].update)(
+        methods['eam'].init(experts, base), jnp.asarray(x)
+      )
       os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
-      entropy_landscape(os.path.join(workdir, 'plots', f'entropy_landscape_{target}.png'), fam,
-                        experts, base, x, np.asarray(info['lam_enc']),
-                        f'target {target}: experts {", ".join(sources)}',
-                        resolution=int(config.get('landscape_resolution', 12)))
+      entropy_landscape(
+        os.path.join(workdir, 'plots', f'entropy_landscape_{target}.png'),
+        fam,
+        experts,
+        base,
+        x,
+        np.asarray(info['lam_enc']),
+        f'target {target}: experts {", ".join(sources)}',
+        resolution=int(config.get('landscape_resolution', 12)),
+      )
     if jax.process_index() == 0:  # multi-host: only process 0 writes results
       files.atomic_write_json(partial, target_rows)
     rows.extend(target_rows)
-    logging.info('target %s: %s', target, {(r['stream'], r['method']): round(r['accuracy'], 4)
-                                          for r in target_rows})
+    logging.info(
+      'target %s: %s',
+      target,
+      {(r['stream'], r['method']): round(r['accuracy'], 4) for r in target_rows},
+    )
   if jax.process_index() == 0:  # the per-stream traces, gathered in run order
     text = []
     for path in trace_paths:
@@ -263,12 +355,18 @@ def run(config: Any, workdir: str) -> dict:
         with open(path, encoding='utf-8') as f:
           text.append(f.read())
     files.atomic_write_text(os.path.join(res_dir, 'lambda_trace.jsonl'), ''.join(text))
-  tables.write_table(os.path.join(res_dir, 'merge_accuracy'), rows,
-                     ['target', 'stream', 'method', 'accuracy', 'n', 'skipped'],
-                     title='Online accuracy per target domain, stream and method')
+  tables.write_table(
+    os.path.join(res_dir, 'merge_accuracy'),
+    rows,
+    ['target', 'stream', 'method', 'accuracy', 'n', 'skipped'],
+    title='Online accuracy per target domain, stream and method',
+  )
   summary = summarize(rows)
-  md = tables.write_table(os.path.join(res_dir, 'merge_summary'), summary,
-                          title='Accuracy per method and stream, mean over target domains')
+  md = tables.write_table(
+    os.path.join(res_dir, 'merge_summary'),
+    summary,
+    title='Accuracy per method and stream, mean over target domains',
+  )
   logging.info('\n%s', md)
   return {'rows': rows, 'summary': summary}
 

@@ -6,6 +6,7 @@
    then compare the frozen model, Post-Interaction (PI) and PI + Mid-Interaction (MI) on a shifted
    target stream; prints the table and writes the Dice-per-click plot.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,9 @@ from yiplearn.experiments import dataset_card
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  summary: dict[str, Any] = {"dataset_card": dataset_card.run(config.card, workdir)}
-  if config.get("demo", None) is not None and config.demo.get("enabled", False):
+  summary: dict[str, Any] = {'dataset_card': dataset_card.run(config.card, workdir)}
+  if config.get('demo', None) is not None and config.demo.get('enabled', False):
     from yiplearn.experiments import interactive  # pylint: disable=g-import-not-at-top
-    summary["demo"] = interactive.run(config.demo, workdir)
+
+    summary['demo'] = interactive.run(config.demo, workdir)
   return summary

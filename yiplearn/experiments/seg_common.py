@@ -15,6 +15,7 @@ The `data` sub-config of `pretrain` and `adapt_interactive`:
     max_images  keep at most this many, in order (0 = all)
     data_dir    where builders write ('' = $YIPLEARN_DATA_DIR, else <workdir>/data)
 """
+
 from __future__ import annotations
 
 import os
@@ -30,75 +31,98 @@ from yiplearn.models.unet import UNet
 
 def _default_lgg_dir() -> str:
   here = os.path.dirname(os.path.abspath(__file__))
-  return os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "data", "lgg_kaggle_3m"))
+  return os.path.normpath(os.path.join(here, '..', '..', '..', 'shared', 'data', 'lgg_kaggle_3m'))
 
 
 def manual_dir(data: ml_collections.ConfigDict) -> str | None:
   """The manual directory of a real dataset: config, then `$YIPLEARN_<NAME>_DIR`, then ../shared for LGG."""
-  if data.get("manual_dir", ""):
+  if data.get('manual_dir', ''):
     return data.manual_dir
-  env = os.environ.get(f"YIPLEARN_{data.name.upper().split('_')[0]}_DIR")
+  env = os.environ.get(f'YIPLEARN_{data.name.upper().split("_")[0]}_DIR')
   if env:
     return env
-  if data.name == "lgg_kaggle_3m":
+  if data.name == 'lgg_kaggle_3m':
     return _default_lgg_dir()
   return None
 
 
-def load_segmentation(data: ml_collections.ConfigDict, workdir: str, *, split: str | None = None,
-                      data_dir: str | None = None) -> dict[str, Any]:
+def load_segmentation(
+  data: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  split: str | None = None,
+  data_dir: str | None = None,
+) -> dict[str, Any]:
   """Reads, filters and prepares a segmentation split: images (N,S,S,C) float32, masks (N,S,S) int32, ids."""
   split = split or data.split
-  data_dir = data_dir or data.get("data_dir", "") or registry.default_data_dir(workdir)
-  arrays = registry.load_arrays(data.name, split, data_dir=data_dir,
-                                manual_dir=manual_dir(data), **dict(data.get("kwargs", {}) or {}))
+  data_dir = data_dir or data.get('data_dir', '') or registry.default_data_dir(workdir)
+  arrays = registry.load_arrays(
+    data.name,
+    split,
+    data_dir=data_dir,
+    manual_dir=manual_dir(data),
+    **dict(data.get('kwargs', {}) or {}),
+  )
   if not arrays:
-    raise ValueError(f"data.split={split!r} of {data.name} is empty: expected at least one image")
-  keep = np.ones(len(arrays["image"]), bool)
-  channels = list(data.get("channels", ()) or ()) or None
-  sequence = data.get("sequence", "")
+    raise ValueError(f'data.split={split!r} of {data.name} is empty: expected at least one image')
+  keep = np.ones(len(arrays['image']), bool)
+  channels = list(data.get('channels', ()) or ()) or None
+  sequence = data.get('sequence', '')
   if sequence:
-    if "pre_is_flair_copy" not in arrays:
-      raise ValueError(f"data.sequence={sequence!r} is for lgg_kaggle_3m; dataset {data.name!r} has no sequences")
+    if 'pre_is_flair_copy' not in arrays:
+      raise ValueError(
+        f'data.sequence={sequence!r} is for lgg_kaggle_3m; dataset {data.name!r} has no sequences'
+      )
     keep &= prepare.lgg_channel_filter(arrays, sequence)
     channels = [prepare.lgg_channel(sequence)]
-  sites = tuple(data.get("sites", ()) or ())
-  exclude = tuple(data.get("exclude_sites", ()) or ())
+  sites = tuple(data.get('sites', ()) or ())
+  exclude = tuple(data.get('exclude_sites', ()) or ())
   if sites or exclude:
-    if "site" not in arrays:
-      raise ValueError(f"data.sites/exclude_sites are for datasets with a 'site' field; {data.name!r} has none")
-    known = sorted(set(arrays["site"].tolist()))
+    if 'site' not in arrays:
+      raise ValueError(
+        f"data.sites/exclude_sites are for datasets with a 'site' field; {data.name!r} has none"
+      )
+    known = sorted(set(arrays['site'].tolist()))
     for s in sites + exclude:
       if s not in known:
-        raise ValueError(f"data.sites: site {s!r} not in split {split!r}; sites there: {known}")
+        raise ValueError(f'data.sites: site {s!r} not in split {split!r}; sites there: {known}')
     if sites:
-      keep &= np.isin(arrays["site"], sites)
-    keep &= ~np.isin(arrays["site"], exclude)
-  if data.get("foreground_only", True):
-    keep &= arrays["mask"].reshape(len(keep), -1).max(axis=1) > 0
+      keep &= np.isin(arrays['site'], sites)
+    keep &= ~np.isin(arrays['site'], exclude)
+  if data.get('foreground_only', True):
+    keep &= arrays['mask'].reshape(len(keep), -1).max(axis=1) > 0
   arrays = prepare.select(arrays, keep)
-  if data.get("max_images", 0):
+  if data.get('max_images', 0):
     arrays = {k: v[: int(data.max_images)] for k, v in arrays.items()}
-  if len(arrays["image"]) == 0:
-    raise ValueError(f"no images left in {data.name}/{split} after filtering (sequence={sequence!r}, "
-                     f"sites={sites}, exclude_sites={exclude}): expected at least one")
-  images, masks = prepare.prepare_segmentation(arrays, channels=channels, image_size=data.get("image_size", 0),
-                                               norm=data.get("norm", "unit"))
-  checks.image_batch(f"{data.name}/{split} images", images)  # NaN/Inf pixels are refused here, on the host
-  ids = arrays.get("id", np.array([str(i) for i in range(len(images))]))
-  return {"images": images, "masks": masks, "ids": np.asarray(ids), "arrays": arrays}
+  if len(arrays['image']) == 0:
+    raise ValueError(
+      f'no images left in {data.name}/{split} after filtering (sequence={sequence!r}, '
+      f'sites={sites}, exclude_sites={exclude}): expected at least one'
+    )
+  images, masks = prepare.prepare_segmentation(
+    arrays, channels=channels, image_size=data.get('image_size', 0), norm=data.get('norm', 'unit')
+  )
+  checks.image_batch(
+    f'{data.name}/{split} images', images
+  )  # NaN/Inf pixels are refused here, on the host
+  ids = arrays.get('id', np.array([str(i) for i in range(len(images))]))
+  return {'images': images, 'masks': masks, 'ids': np.asarray(ids), 'arrays': arrays}
 
 
 def take(data: dict[str, Any], n: int) -> dict[str, Any]:
   """The first `n` images of a `load_segmentation` result (all fields, metadata included)."""
-  out = {k: v[:n] for k, v in data.items() if k != "arrays"}
-  out["arrays"] = {k: v[:n] for k, v in data["arrays"].items()}
+  out = {k: v[:n] for k, v in data.items() if k != 'arrays'}
+  out['arrays'] = {k: v[:n] for k, v in data['arrays'].items()}
   return out
 
 
 def make_unet(model: ml_collections.ConfigDict, num_classes: int) -> UNet:
-  return UNet(num_classes=num_classes, widths=tuple(model.widths), bottleneck=int(model.bottleneck),
-              norm=model.norm)
+  return UNet(
+    num_classes=num_classes,
+    widths=tuple(model.widths),
+    bottleneck=int(model.bottleneck),
+    norm=model.norm,
+  )
 
 
 def input_channels(image_channels: int, num_classes: int, prev_mask: bool) -> int:

@@ -14,6 +14,7 @@ Writes `results/sweep_<target>.{md,csv,json}` (one row per stream: seed, lr, Dic
 updates, skipped), `results/sweep_<target>_by_lr.*` (mean and standard deviation over seeds) and
 checkpoints every `checkpoint_every` images under `sweep/` (a restarted run resumes there).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,35 +37,39 @@ from yiplearn.io import checkpoints, progress, tables
 
 def validate(config: ml_collections.ConfigDict) -> None:
   if len(config.targets) != 1:
-    raise ValueError(f"targets={sorted(config.targets)}: expected exactly one target stream")
+    raise ValueError(f'targets={sorted(config.targets)}: expected exactly one target stream')
   updates.check_method_names([config.method])
   if not config.seeds:
-    raise ValueError("seeds=(): expected at least one clicks seed")
+    raise ValueError('seeds=(): expected at least one clicks seed')
   if not config.lrs or any(float(lr) <= 0 for lr in config.lrs):
-    raise ValueError(f"lrs={tuple(config.lrs)}: expected one or more positive learning rates")
+    raise ValueError(f'lrs={tuple(config.lrs)}: expected one or more positive learning rates')
   if int(config.checkpoint_every) < 1:
-    raise ValueError(f"checkpoint_every={config.checkpoint_every}: expected a positive number of images")
+    raise ValueError(
+      f'checkpoint_every={config.checkpoint_every}: expected a positive number of images'
+    )
 
 
 def _checkpoint_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   if config.checkpoint_dir:
     return config.checkpoint_dir
   pre = ml_collections.ConfigDict(config.pretrain.to_dict())
-  if not pre.data.get("data_dir", ""):
+  if not pre.data.get('data_dir', ''):
     pre.data.data_dir = registry.default_data_dir(workdir)
-  return pretrain.run(pre, os.path.join(workdir, "pretrain"))["best_dir"]
+  return pretrain.run(pre, os.path.join(workdir, 'pretrain'))['best_dir']
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config)
-  mesh = parallel.mesh_from_config(config.get("mesh", None))
+  mesh = parallel.mesh_from_config(config.get('mesh', None))
   target, data_cfg = next(iter(config.targets.items()))
   adapt_cfg = ml_collections.ConfigDict(config.to_dict())
   adapt_cfg.checkpoint_dir = _checkpoint_dir(config, workdir)
   data = seg_common.load_segmentation(data_cfg, workdir)
-  images, masks = data["images"], data["masks"]
+  images, masks = data['images'], data['masks']
   num_classes = int(config.num_classes)
-  model, params = adapt_interactive.load_pretrained(adapt_cfg, num_classes, images.shape[-1], images.shape[1])
+  model, params = adapt_interactive.load_pretrained(
+    adapt_cfg, num_classes, images.shape[-1], images.shape[1]
+  )
 
   hp = updates.hparams_from_config(config, config.method)
   names = [n for n, _ in hp.report_unions]
@@ -77,20 +82,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   (states, keys), _ = parallel.pad_leading((states, keys), parallel.data_axis_size(mesh))
   streams = parallel.leading_sharding(mesh)
   states, keys = parallel.to_global((states, keys), streams)
-  session = parallel.sharded_session(model, hp, mesh, unroll=int(config.get("session_unroll", 1)))
+  session = parallel.sharded_session(model, hp, mesh, unroll=int(config.get('session_unroll', 1)))
   fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=streams)
 
   n = len(images)
   union = np.zeros((s_real, n, hp.num_clicks, len(names)), np.float32)
   counts = np.zeros((s_real, n, 2), np.int64)  # updates, skipped
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "sweep", target), max_to_keep=1)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'sweep', target), max_to_keep=1)
   start = 0
   if ckpt.latest_step() is not None:
-    saved, extra = ckpt.restore(None, {"state": states, "union": union, "counts": counts})
-    states, union, counts = saved["state"], np.asarray(saved["union"]), np.asarray(saved["counts"])
-    start = int(extra["images_done"])
-    logging.info("sweep %s: resumed after %d of %d images", target, start, n)
-  prog = progress.Progress(n, f"sweep {target}: {s_real} streams on {mesh.size} device(s), images", start=start)
+    saved, extra = ckpt.restore(None, {'state': states, 'union': union, 'counts': counts})
+    states, union, counts = saved['state'], np.asarray(saved['union']), np.asarray(saved['counts'])
+    start = int(extra['images_done'])
+    logging.info('sweep %s: resumed after %d of %d images', target, start, n)
+  prog = progress.Progress(
+    n, f'sweep {target}: {s_real} streams on {mesh.size} device(s), images', start=start
+  )
   t0 = time.perf_counter()
   for i in range(start, n):
     states, out = session(states, jnp.asarray(images[i]), jnp.asarray(masks[i]), fold(keys, i))
@@ -99,27 +106,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     counts[:, i] = np.stack([out[1][:s_real], out[2][:s_real]], -1)
     prog.update()
     if (i + 1) % int(config.checkpoint_every) == 0 and i + 1 < n:
-      ckpt.save(i + 1, {"state": states, "union": union, "counts": counts}, extra={"images_done": i + 1})
+      ckpt.save(
+        i + 1, {'state': states, 'union': union, 'counts': counts}, extra={'images_done': i + 1}
+      )
   seconds = time.perf_counter() - t0
 
   rows = []
   for j, (seed, lr) in enumerate(grid):
     curves = {name: union[j, :, :, r] for r, name in enumerate(names)}
-    rows.append({"stream": j, "seed": seed, "lr": lr, "method": config.method, "images": n,
-                 **adapt_interactive.summarize(curves, hp.num_clicks),
-                 "updates": int(counts[j, :, 0].sum()), "skipped": int(counts[j, :, 1].sum())})
-  metrics = [k for k in rows[0] if "@" in k or k.endswith("_auc")]
+    rows.append(
+      {
+        'stream': j,
+        'seed': seed,
+        'lr': lr,
+        'method': config.method,
+        'images': n,
+        **adapt_interactive.summarize(curves, hp.num_clicks),
+        'updates': int(counts[j, :, 0].sum()),
+        'skipped': int(counts[j, :, 1].sum()),
+      }
+    )
+  metrics = [k for k in rows[0] if '@' in k or k.endswith('_auc')]
   by_lr = []
   for lr in dict.fromkeys(float(x) for x in config.lrs):
-    sel = [r for r in rows if r["lr"] == lr]
-    row = {"lr": lr, "seeds": len(sel)}
+    sel = [r for r in rows if r['lr'] == lr]
+    row = {'lr': lr, 'seeds': len(sel)}
     for k in metrics:
       vals = np.asarray([r[k] for r in sel])
-      row[k], row[f"{k}_std"] = float(vals.mean()), float(vals.std())
+      row[k], row[f'{k}_std'] = float(vals.mean()), float(vals.std())
     by_lr.append(row)
-  title = f"Sweep of {config.method} on {target}: {len(config.seeds)} seeds x {len(config.lrs)} learning rates"
-  md = tables.write_table(os.path.join(workdir, "results", f"sweep_{target}"), rows, title=title)
-  tables.write_table(os.path.join(workdir, "results", f"sweep_{target}_by_lr"), by_lr,
-                     title=f"{title}, mean (and std) over seeds")
-  logging.info("\n%s", md)
-  return {"rows": rows, "by_lr": by_lr, "devices": mesh.size, "seconds": seconds}
+  title = f'Sweep of {config.method} on {target}: {len(config.seeds)} seeds x {len(config.lrs)} learning rates'
+  md = tables.write_table(os.path.join(workdir, 'results', f'sweep_{target}'), rows, title=title)
+  tables.write_table(
+    os.path.join(workdir, 'results', f'sweep_{target}_by_lr'),
+    by_lr,
+    title=f'{title}, mean (and std) over seeds',
+  )
+  logging.info('\n%s', md)
+  return {'rows': rows, 'by_lr': by_lr, 'devices': mesh.size, 'seconds': seconds}

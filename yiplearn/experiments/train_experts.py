@@ -13,17 +13,18 @@ Config fields used: seed, data (see `merge_data`), model (arch, widths, stage_si
 dim, depth, num_heads), train (base_steps, expert_steps, batch_size, lr, expert_lr,
 weight_decay, fisher_batches), sources (domains to train on; empty = all of data.domains).
 """
+
 from __future__ import annotations
 
 import functools
 import os
 from typing import Any, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from yiplearn import parallel
 from yiplearn.experiments import merge_data
@@ -36,12 +37,15 @@ from yiplearn.models.vit import vit_classifier
 
 class Family(NamedTuple):
   """A base model, its experts (in `sources` order) and optional diagonal Fisher estimates."""
+
   model: Classifier
   sources: list[str]
   base: Any
   experts: list[Any]
   fishers: list[Any] | None
-  skipped: dict[str, int] | None = None  # training steps skipped as non-finite, per model ('base', 'expert_<d>')
+  skipped: dict[str, int] | None = (
+    None  # training steps skipped as non-finite, per model ('base', 'expert_<d>')
+  )
 
 
 def make_model(model_cfg: Any, num_classes: int) -> Classifier:
@@ -49,8 +53,13 @@ def make_model(model_cfg: Any, num_classes: int) -> Classifier:
   if arch == 'resnet':
     return resnet_classifier(num_classes, tuple(model_cfg.stage_sizes), tuple(model_cfg.widths))
   if arch == 'vit':
-    return vit_classifier(num_classes, int(model_cfg.patch_size), int(model_cfg.dim),
-                          int(model_cfg.depth), int(model_cfg.num_heads))
+    return vit_classifier(
+      num_classes,
+      int(model_cfg.patch_size),
+      int(model_cfg.dim),
+      int(model_cfg.depth),
+      int(model_cfg.num_heads),
+    )
   raise ValueError(f"model.arch={arch!r}; expected 'resnet' or 'vit'")
 
 
@@ -75,25 +84,48 @@ def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
     return loss, new_v
 
   def step(variables, opt_state, x, y, lr):
-    (loss, new_v), g = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'], variables, x, y)
+    (loss, new_v), g = jax.value_and_grad(loss_fn, has_aux=True)(
+      variables['params'], variables, x, y
+    )
     upd, new_opt = tx.update(g, opt_state, variables['params'])
     upd = jax.tree.map(lambda u: -lr * u, upd)
     new_v = dict(new_v, params=optax.apply_updates(variables['params'], upd))
-    finite = lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+    finite = lambda tree: jnp.all(
+      jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)])
+    )
     ok = jnp.isfinite(loss) & finite(g) & finite(new_v)  # a non-finite step is skipped
-    new_v, new_opt = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_v, new_opt),
-                                  (variables, opt_state))
+    new_v, new_opt = jax.tree.map(
+      lambda a, b: jnp.where(ok, a, b), (new_v, new_opt), (variables, opt_state)
+    )
     return new_v, new_opt, jnp.where(ok, loss, jnp.nan)
+
   if mesh is None:
     return tx, jax.jit(step, donate_argnums=(0, 1))
   rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return tx, jax.jit(step, in_shardings=(rep, rep, batch, batch, rep), out_shardings=(rep, rep, rep),
-                     donate_argnums=(0, 1))
+  return tx, jax.jit(
+    step,
+    in_shardings=(rep, rep, batch, batch, rep),
+    out_shardings=(rep, rep, rep),
+    donate_argnums=(0, 1),
+  )
 
 
-def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, steps: int,
-          batch_size: int, lr: float, seed: int, weight_decay: float = 0.0,
-          balance: bool = False, flip: bool = False, mesh=None, stats: dict | None = None) -> Any:
+def train(
+  model: Classifier,
+  variables: Any,
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  steps: int,
+  batch_size: int,
+  lr: float,
+  seed: int,
+  weight_decay: float = 0.0,
+  balance: bool = False,
+  flip: bool = False,
+  mesh=None,
+  stats: dict | None = None,
+) -> Any:
   """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs.
 
   `balance`: batches drawn with replacement with probability inversely proportional to the class
@@ -126,7 +158,7 @@ def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, st
     else:
       if pos + bs > len(order):
         order, pos = rng.permutation(len(x)), 0
-      idx = order[pos:pos + bs]
+      idx = order[pos : pos + bs]
       pos += bs
     xb = x[idx]
     if flip:
@@ -146,8 +178,12 @@ def train(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray, *, st
     stats['skipped'] = skipped
   if losses:
     last = values[-10:][np.isfinite(values[-10:])]
-    logging.info('trained %d steps (%d skipped as non-finite), final loss %.4f', steps, skipped,
-                 float(last.mean()) if last.size else float('nan'))
+    logging.info(
+      'trained %d steps (%d skipped as non-finite), final loss %.4f',
+      steps,
+      skipped,
+      float(last.mean()) if last.size else float('nan'),
+    )
   if mesh is not None and jax.process_count() > 1:  # host copies: later code runs per process
     return parallel.to_host(variables)
   return parallel.local_copy(variables)  # merges and evaluation then run on one device
@@ -161,8 +197,12 @@ def _predict_fn(model: Classifier):
 def predict(model: Classifier, variables: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
   """Argmax predictions (N,) in eval mode (running BatchNorm statistics)."""
   fn = _predict_fn(model)
-  return np.concatenate([np.asarray(fn(variables, jnp.asarray(x[i:i + batch_size])))
-                         for i in range(0, len(x), batch_size)])
+  return np.concatenate(
+    [
+      np.asarray(fn(variables, jnp.asarray(x[i : i + batch_size])))
+      for i in range(0, len(x), batch_size)
+    ]
+  )
 
 
 def accuracy(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -189,8 +229,15 @@ def _cached(ckpt_root: str, name: str, target: Any, make, extra: dict | None = N
     ckpt.close()
 
 
-def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
-                 ckpt_root: str, *, with_fisher: bool = False) -> Family:
+def train_family(
+  config: Any,
+  data: dict,
+  num_classes: int,
+  sources: list[str],
+  ckpt_root: str,
+  *,
+  with_fisher: bool = False,
+) -> Family:
   """Base on pooled `sources`, then one expert per source, fine-tuned from the base (resumable)."""
   for s in sources:
     if s not in data:
@@ -203,29 +250,64 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
   pooled_x = np.concatenate([data[s]['train'][0] for s in sources])
   pooled_y = np.concatenate([data[s]['train'][1] for s in sources])
   infos = {'base': {'sources': sources}}  # checkpoint extras, with each model's skipped-step count
-  base = _cached(ckpt_root, 'base', init, lambda: train(
-      model, init, pooled_x, pooled_y, steps=int(t.base_steps), batch_size=int(t.batch_size),
-      lr=float(t.lr), seed=config.seed, weight_decay=float(t.get('weight_decay', 0.0)),
-      balance=bool(t.get('balance', False)), flip=bool(t.get('flip', False)), mesh=mesh,
-      stats=infos['base']), extra=infos['base'])
+  base = _cached(
+    ckpt_root,
+    'base',
+    init,
+    lambda: train(
+      model,
+      init,
+      pooled_x,
+      pooled_y,
+      steps=int(t.base_steps),
+      batch_size=int(t.batch_size),
+      lr=float(t.lr),
+      seed=config.seed,
+      weight_decay=float(t.get('weight_decay', 0.0)),
+      balance=bool(t.get('balance', False)),
+      flip=bool(t.get('flip', False)),
+      mesh=mesh,
+      stats=infos['base'],
+    ),
+    extra=infos['base'],
+  )
   experts, fishers = [], []
   for i, s in enumerate(sources):
     x, y = data[s]['train']
     info = infos[f'expert_{s}'] = {'domain': s}
-    e = _cached(ckpt_root, f'expert_{s}', init, lambda x=x, y=y, i=i, info=info: train(
-        model, base, x, y, steps=int(t.expert_steps), batch_size=int(t.batch_size),
-        lr=float(t.get('expert_lr', t.lr)), seed=config.seed + 1 + i,
-        weight_decay=float(t.get('weight_decay', 0.0)), balance=bool(t.get('balance', False)),
-        flip=bool(t.get('flip', False)), mesh=mesh, stats=info), extra=info)
+    e = _cached(
+      ckpt_root,
+      f'expert_{s}',
+      init,
+      lambda x=x, y=y, i=i, info=info: train(
+        model,
+        base,
+        x,
+        y,
+        steps=int(t.expert_steps),
+        batch_size=int(t.batch_size),
+        lr=float(t.get('expert_lr', t.lr)),
+        seed=config.seed + 1 + i,
+        weight_decay=float(t.get('weight_decay', 0.0)),
+        balance=bool(t.get('balance', False)),
+        flip=bool(t.get('flip', False)),
+        mesh=mesh,
+        stats=info,
+      ),
+      extra=info,
+    )
     experts.append(e)
     if with_fisher:
+
       def make_fisher(e=e, x=x):
         bs = int(t.batch_size)
         nb = max(1, int(t.get('fisher_batches', 4)))
-        batches = [x[j * bs:(j + 1) * bs] for j in range(nb) if len(x[j * bs:(j + 1) * bs])]
+        batches = [x[j * bs : (j + 1) * bs] for j in range(nb) if len(x[j * bs : (j + 1) * bs])]
         lp = lambda p, b: jax.nn.log_softmax(model.apply(dict(e, params=p), b))
-        return static.diagonal_fisher(lp, e['params'], batches,
-                                      key=jax.random.fold_in(jax.random.key(config.seed), 100 + i))
+        return static.diagonal_fisher(
+          lp, e['params'], batches, key=jax.random.fold_in(jax.random.key(config.seed), 100 + i)
+        )
+
       fishers.append(_cached(ckpt_root, f'fisher_{s}', init['params'], make_fisher))
   skipped = {name: int(info.get('skipped', 0)) for name, info in infos.items()}
   return Family(model, list(sources), base, experts, fishers if with_fisher else None, skipped)
@@ -234,8 +316,11 @@ def train_family(config: Any, data: dict, num_classes: int, sources: list[str],
 def validate(config: Any) -> None:
   """The training fields (`config.train`), checked before any data is built (also by merge_online)."""
   t = config.train
-  for name, value in (('train.batch_size', t.batch_size), ('train.lr', t.lr),
-                      ('train.expert_lr', t.get('expert_lr', t.lr))):
+  for name, value in (
+    ('train.batch_size', t.batch_size),
+    ('train.lr', t.lr),
+    ('train.expert_lr', t.get('expert_lr', t.lr)),
+  ):
     if not value > 0:
       raise ValueError(f'{name}={value!r}: expected a positive number')
   for name in ('base_steps', 'expert_steps'):
@@ -247,9 +332,14 @@ def run(config: Any, workdir: str) -> dict:
   validate(config)
   data, num_classes = merge_data.load_domains(config.data, workdir)
   sources = list(config.get('sources', []) or []) or list(data)
-  fam = train_family(config, data, num_classes, sources,
-                     os.path.join(workdir, 'checkpoints', 'all'),
-                     with_fisher=bool(config.train.get('save_fisher', False)))
+  fam = train_family(
+    config,
+    data,
+    num_classes,
+    sources,
+    os.path.join(workdir, 'checkpoints', 'all'),
+    with_fisher=bool(config.train.get('save_fisher', False)),
+  )
   rows = []
   for name, v in [('base', fam.base)] + [(f'expert_{s}', e) for s, e in zip(sources, fam.experts)]:
     row = {'model': name}
@@ -257,7 +347,11 @@ def run(config: Any, workdir: str) -> dict:
       row[d] = accuracy(fam.model, v, *data[d]['test'])
     row['skipped'] = fam.skipped.get(name, 0)  # training steps skipped as non-finite
     rows.append(row)
-  md = tables.write_table(os.path.join(workdir, 'results', 'expert_accuracy'), rows,
-                          ['model'] + list(data) + ['skipped'], title='Test accuracy per domain (rows: models)')
+  md = tables.write_table(
+    os.path.join(workdir, 'results', 'expert_accuracy'),
+    rows,
+    ['model'] + list(data) + ['skipped'],
+    title='Test accuracy per domain (rows: models)',
+  )
   logging.info('\n%s', md)
   return {'accuracy': rows}

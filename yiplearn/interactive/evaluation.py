@@ -4,9 +4,10 @@ Used by pre-training's validation (Dice@k, best-checkpoint selection). The onlin
 updates lives in `session.py`; this is the same interaction with the parameters held fixed, so
 a whole validation set is one `vmap` over images of one `lax.scan` over clicks.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,15 +17,32 @@ from yiplearn import metrics
 from yiplearn.interactive import user
 
 
-def interact(apply_fn: Callable, params, image: jax.Array, gt: jax.Array, key: jax.Array, *, num_classes: int,
-             num_clicks: int, click_cfg, report: Mapping[str, Sequence[int]]) -> dict[str, jax.Array]:
+def interact(
+  apply_fn: Callable,
+  params,
+  image: jax.Array,
+  gt: jax.Array,
+  key: jax.Array,
+  *,
+  num_classes: int,
+  num_clicks: int,
+  click_cfg,
+  report: Mapping[str, Sequence[int]],
+) -> dict[str, jax.Array]:
   """One image, fixed params: click 1 in the GT, then a correction click after each prediction.
 
   Returns per-click curves {name: (num_clicks,)} of the Dice of each `report` class union.
   """
+
   def predict(cl):
-    x = clicks_lib.model_input(image, cl, num_classes, encoding=click_cfg.encoding, sigma=click_cfg.sigma,
-                               radius=click_cfg.radius)
+    x = clicks_lib.model_input(
+      image,
+      cl,
+      num_classes,
+      encoding=click_cfg.encoding,
+      sigma=click_cfg.sigma,
+      radius=click_cfg.radius,
+    )
     pred = jnp.argmax(apply_fn(params, x[None])[0], axis=-1).astype(jnp.int32)
     return pred, jnp.stack([metrics.foreground_dice(pred, gt, tuple(c)) for c in report.values()])
 
@@ -34,8 +52,9 @@ def interact(apply_fn: Callable, params, image: jax.Array, gt: jax.Array, key: j
 
   def body(carry, t):
     cl, pred = carry
-    coord, label, valid = user.correction_click(jax.random.fold_in(key, t), gt, pred, num_classes,
-                                                policy=click_cfg.policy)
+    coord, label, valid = user.correction_click(
+      jax.random.fold_in(key, t), gt, pred, num_classes, policy=click_cfg.policy
+    )
     cl = clicks_lib.add_click(cl, t, coord, label, valid)
     pred, scores = predict(cl)
     return (cl, pred), scores
@@ -45,8 +64,15 @@ def interact(apply_fn: Callable, params, image: jax.Array, gt: jax.Array, key: j
   return {name: curves[:, i] for i, name in enumerate(report)}
 
 
-def make_evaluator(apply_fn: Callable, *, num_classes: int, num_clicks: int, click_cfg,
-                   report: Mapping[str, Sequence[int]], batch_size: int = 16):
+def make_evaluator(
+  apply_fn: Callable,
+  *,
+  num_classes: int,
+  num_clicks: int,
+  click_cfg,
+  report: Mapping[str, Sequence[int]],
+  batch_size: int = 16,
+):
   """Returns `evaluate(params, images, masks, key) -> {metric: float}` with `<name>@<k>` and `<name>_auc`.
 
   `<name>@k` is the mean Dice of report class union `<name>` after k clicks (k = 1, 5 and
@@ -57,8 +83,17 @@ def make_evaluator(apply_fn: Callable, *, num_classes: int, num_clicks: int, cli
 
   @jax.jit
   def chunk(params, images, masks, keys):
-    fn = lambda im, gt, k: interact(apply_fn, params, im, gt, k, num_classes=num_classes, num_clicks=num_clicks,
-                                    click_cfg=click_cfg, report=report)
+    fn = lambda im, gt, k: interact(
+      apply_fn,
+      params,
+      im,
+      gt,
+      k,
+      num_classes=num_classes,
+      num_clicks=num_clicks,
+      click_cfg=click_cfg,
+      report=report,
+    )
     return jax.vmap(fn)(images, masks, keys)
 
   ks = sorted({k for k in (1, 5, num_clicks) if k <= num_clicks})
@@ -68,16 +103,24 @@ def make_evaluator(apply_fn: Callable, *, num_classes: int, num_clicks: int, cli
     keys = jax.random.split(key, n)
     parts = []
     for s in range(0, n, batch_size):
-      parts.append(jax.device_get(chunk(params, jnp.asarray(images[s:s + batch_size]),
-                                        jnp.asarray(masks[s:s + batch_size]), keys[s:s + batch_size])))
+      parts.append(
+        jax.device_get(
+          chunk(
+            params,
+            jnp.asarray(images[s : s + batch_size]),
+            jnp.asarray(masks[s : s + batch_size]),
+            keys[s : s + batch_size],
+          )
+        )
+      )
     curves = {name: jnp.concatenate([p[name] for p in parts]) for name in report}
     out: dict[str, float] = {}
     for name, c in curves.items():
       for k in ks:
-        out[f"{name}@{k}"] = float(jnp.mean(c[:, k - 1]))
-      out[f"{name}_auc"] = float(jnp.mean(metrics.dice_auc(c)))
+        out[f'{name}@{k}'] = float(jnp.mean(c[:, k - 1]))
+      out[f'{name}_auc'] = float(jnp.mean(metrics.dice_auc(c)))
     for k in ks:
-      out[f"dice@{k}"] = float(sum(out[f"{name}@{k}"] for name in report) / len(report))
+      out[f'dice@{k}'] = float(sum(out[f'{name}@{k}'] for name in report) / len(report))
     return out
 
   return evaluate

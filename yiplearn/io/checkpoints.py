@@ -5,6 +5,7 @@ renames a finished temporary directory), keeps the newest `max_to_keep`, and
 `restore(None, target)` returns the newest one. Nothing is unpickled: arrays come from
 tensorstore/OCDBT and `extra` from JSON.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,13 +22,16 @@ class CheckpointError(ValueError):
 
 def _abstract(target: Any) -> Any:
   def leaf(x):
-    if not (hasattr(x, "shape") and hasattr(x, "dtype")):  # arrays and jax.ShapeDtypeStruct pass through
+    if not (
+      hasattr(x, 'shape') and hasattr(x, 'dtype')
+    ):  # arrays and jax.ShapeDtypeStruct pass through
       x = np.asarray(x)
     # A global jax.Array target keeps its sharding: every process restores its own shards (multi-host).
     # Multi-host, a process-local target is restored as numpy (orbax restores no host-local arrays).
     if _host_local(x):
       return np.zeros((), x.dtype) if x.shape == () else np.empty(x.shape, x.dtype)
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None))
+
   return jax.tree_util.tree_map(leaf, target)
 
 
@@ -48,13 +52,17 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3):
     if max_to_keep is not None and max_to_keep < 1:
-      raise ValueError(f"max_to_keep={max_to_keep}: expected a positive integer or None (keep all)")
+      raise ValueError(f'max_to_keep={max_to_keep}: expected a positive integer or None (keep all)')
     self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
-        cleanup_tmp_directories=True)
+      max_to_keep=max_to_keep,
+      create=True,
+      enable_async_checkpointing=False,
+      cleanup_tmp_directories=True,
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "extra"))
+      self.directory, options=options, item_names=('state', 'extra')
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -65,10 +73,12 @@ class Checkpointer:
   def save(self, step: int, state: Any, *, extra: dict | None = None, force: bool = True) -> None:
     """Saves `state` (a pytree of arrays) and `extra` (JSON-serialisable) as checkpoint `step`."""
     self._manager.save(
-        int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(_savable(state)),
-                                extra=ocp.args.JsonSave(dict(extra or {}))),
-        force=force)
+      int(step),
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_savable(state)), extra=ocp.args.JsonSave(dict(extra or {}))
+      ),
+      force=force,
+    )
     self._manager.wait_until_finished()
 
   def restore(self, step: int | None, target: Any) -> tuple[Any, dict]:
@@ -80,20 +90,28 @@ class Checkpointer:
     if step is None:
       step = self.latest_step()
       if step is None:
-        raise FileNotFoundError(f"no checkpoint in {self.directory}: expected a step directory written by "
-                                "Checkpointer.save (run the training experiment first)")
+        raise FileNotFoundError(
+          f'no checkpoint in {self.directory}: expected a step directory written by '
+          'Checkpointer.save (run the training experiment first)'
+        )
     elif step not in self._manager.all_steps():
-      raise FileNotFoundError(f"checkpoint step={step} not in {self.directory}; available: {self.all_steps()}")
+      raise FileNotFoundError(
+        f'checkpoint step={step} not in {self.directory}; available: {self.all_steps()}'
+      )
     try:
       restored = self._manager.restore(
-          int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)),
-                                             extra=ocp.args.JsonRestore()))
+        int(step),
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()
+        ),
+      )
     except Exception as e:  # orbax raises many types for mismatches and corruption
       raise CheckpointError(
-          f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored into the expected "
-          f"structure (another architecture, or a corrupt/truncated checkpoint): {type(e).__name__}: "
-          f"{str(e).splitlines()[0] if str(e) else ''}") from e
-    return restored["state"], dict(restored["extra"] or {})
+        f'checkpoint {os.path.join(self.directory, str(step))} cannot be restored into the expected '
+        f'structure (another architecture, or a corrupt/truncated checkpoint): {type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else ""}'
+      ) from e
+    return restored['state'], dict(restored['extra'] or {})
 
   def close(self) -> None:
     self._manager.close()

@@ -4,6 +4,7 @@ Each writer writes to a temporary file in the destination directory, flushes and
 then renames it over the destination (atomic on POSIX file systems), and removes temporary files
 of the same destination left by a process killed mid-write.
 """
+
 from __future__ import annotations
 
 import glob
@@ -21,9 +22,9 @@ def _json_default(obj: Any) -> Any:
     return obj.item()
   if isinstance(obj, np.ndarray):
     return obj.tolist()
-  if hasattr(obj, "tolist"):  # jax arrays
+  if hasattr(obj, 'tolist'):  # jax arrays
     return np.asarray(obj).tolist()
-  if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
+  if hasattr(obj, 'to_dict'):  # ml_collections.ConfigDict
     return obj.to_dict()
   if isinstance(obj, (set, tuple)):
     return list(obj)
@@ -40,10 +41,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  prefix = ".tmp-" + os.path.basename(path) + "-"
+  prefix = '.tmp-' + os.path.basename(path) + '-'
   fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
   try:
-    with os.fdopen(fd, "wb") as f:
+    with os.fdopen(fd, 'wb') as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
@@ -53,7 +54,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
       os.unlink(tmp)
     raise
   # Temp files of this path left by a process killed mid-write (SIGKILL runs no cleanup).
-  for stale in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*")):
+  for stale in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + '*')):
     try:
       os.unlink(stale)
     except FileNotFoundError:
@@ -62,12 +63,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   """Writes `text` (UTF-8) to `path` atomically."""
-  atomic_write_bytes(path, text.encode("utf-8"))
+  atomic_write_bytes(path, text.encode('utf-8'))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   """Writes `obj` as indented JSON to `path` atomically (numpy values converted)."""
-  atomic_write_text(path, to_json(obj) + "\n")
+  atomic_write_text(path, to_json(obj) + '\n')
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -80,13 +81,17 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-    raise ValueError(f"npz file {path!r}: {str(e).splitlines()[0]}; expected plain numeric or string arrays "
-                     "(pickled objects are never loaded)") from None
+    raise ValueError(
+      f'npz file {path!r}: {str(e).splitlines()[0]}; expected plain numeric or string arrays '
+      '(pickled objects are never loaded)'
+    ) from None
   except (OSError, EOFError, zipfile.BadZipFile) as e:  # truncated or corrupt
-    raise ValueError(f"npz file {path!r} cannot be read ({type(e).__name__}): expected a complete npz "
-                     "written by numpy.savez (delete it to recompute)") from None
+    raise ValueError(
+      f'npz file {path!r} cannot be read ({type(e).__name__}): expected a complete npz '
+      'written by numpy.savez (delete it to recompute)'
+    ) from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
-  with open(path, "r", encoding="utf-8") as f:
+  with open(path, encoding='utf-8') as f:
     return json.load(f)

@@ -1,15 +1,16 @@
 """Matplotlib (Agg) helpers that save figures atomically under `plots/`."""
+
 from __future__ import annotations
 
 import io
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+matplotlib.use('Agg')
 import jax
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from yiplearn.io import files
@@ -21,19 +22,26 @@ OVERLAY_COLOURS = np.array([[0.0, 0.9, 0.2], [1.0, 0.15, 0.1], [0.2, 0.4, 1.0], 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
   """Saves `fig` as PNG to `path` atomically and closes it; returns the path."""
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+  fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
   plt.close(fig)
   if jax.process_index() == 0:  # multi-host: only process 0 writes results
     files.atomic_write_bytes(path, buf.getvalue())
   return os.fspath(path)
 
 
-def plot_curves(path, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
-                xlabel: str, ylabel: str, title: str | None = None, ylim=None) -> str:
+def plot_curves(
+  path,
+  curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+  *,
+  xlabel: str,
+  ylabel: str,
+  title: str | None = None,
+  ylim=None,
+) -> str:
   """One line per entry of `curves` (label -> (x, y)), with markers and a legend."""
   fig, ax = plt.subplots(figsize=(5.5, 4.0))
   for label, (x, y) in curves.items():
-    ax.plot(np.asarray(x), np.asarray(y), marker="o", markersize=3, label=label)
+    ax.plot(np.asarray(x), np.asarray(y), marker='o', markersize=3, label=label)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if ylim is not None:
@@ -66,22 +74,29 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, alpha: float = 0.45) -> 
   return out
 
 
-def image_grid(path, images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None,
-               titles: Sequence[str] | None = None, ncols: int = 6, title: str | None = None,
-               cell: float = 1.8) -> str:
+def image_grid(
+  path,
+  images: Sequence[np.ndarray],
+  masks: Sequence[np.ndarray] | None = None,
+  titles: Sequence[str] | None = None,
+  ncols: int = 6,
+  title: str | None = None,
+  cell: float = 1.8,
+) -> str:
   """A grid of images in [0,1] (H,W[,C]), each with its mask overlaid when given."""
   n = len(images)
   if n == 0:
-    raise ValueError("images=[]: expected at least one image for the grid")
+    raise ValueError('images=[]: expected at least one image for the grid')
   ncols = max(1, min(ncols, n))
   nrows = (n + ncols - 1) // ncols
-  fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.4 if title else 0)),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.4 if title else 0)), squeeze=False
+  )
   for i, ax in enumerate(axes.flat):
-    ax.axis("off")
+    ax.axis('off')
     if i >= n:
       continue
-    ax.imshow(overlay(images[i], None if masks is None else masks[i]), interpolation="nearest")
+    ax.imshow(overlay(images[i], None if masks is None else masks[i]), interpolation='nearest')
     if titles is not None:
       ax.set_title(titles[i], fontsize=7)
   if title:

@@ -1,4 +1,5 @@
 """Progress logging for long loops: steps done, rate and time left, through absl logging."""
+
 from __future__ import annotations
 
 import time
@@ -10,7 +11,7 @@ def _fmt_seconds(s: float) -> str:
   s = max(0, int(round(s)))
   h, rem = divmod(s, 3600)
   m, sec = divmod(rem, 60)
-  return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+  return f'{h}:{m:02d}:{sec:02d}' if h else f'{m}:{sec:02d}'
 
 
 class Progress:
@@ -30,14 +31,16 @@ class Progress:
 
   def message(self) -> str:
     rate = self.rate
-    left = (self.total - self.done) / rate if rate > 0 else float("nan")
-    eta = _fmt_seconds(left) if left == left else "?"
-    return (f"{self.desc}: {self.done}/{self.total} ({100.0 * self.done / max(self.total, 1):.0f}%), "
-            f"{rate:.2f}/s, elapsed {_fmt_seconds(time.perf_counter() - self._t0)}, left {eta}")
+    left = (self.total - self.done) / rate if rate > 0 else float('nan')
+    eta = _fmt_seconds(left) if left == left else '?'
+    return (
+      f'{self.desc}: {self.done}/{self.total} ({100.0 * self.done / max(self.total, 1):.0f}%), '
+      f'{rate:.2f}/s, elapsed {_fmt_seconds(time.perf_counter() - self._t0)}, left {eta}'
+    )
 
   def update(self, n: int = 1) -> None:
     self.done += n
     now = time.perf_counter()
     if now - self._last >= self.log_every_s or self.done >= self.total:
       self._last = now
-      logging.info("%s", self.message())
+      logging.info('%s', self.message())

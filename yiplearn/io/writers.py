@@ -1,10 +1,12 @@
 """Metric writers: `metrics.jsonl` plus TensorBoard event files (tensorboardX), process 0 only."""
+
 from __future__ import annotations
 
 import json
 import os
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -16,7 +18,7 @@ def _is_writer_process() -> bool:
   return jax.process_index() == 0
 
 
-def resume_jsonl(path: str | os.PathLike, key: str, done: int) -> "JsonlWriter":
+def resume_jsonl(path: str | os.PathLike, key: str, done: int) -> JsonlWriter:
   """A JsonlWriter appending to `path` after keeping only the complete records with `record[key] < done`.
 
   A run killed between two checkpoints wrote records for items (images, batches) it will process again,
@@ -26,9 +28,13 @@ def resume_jsonl(path: str | os.PathLike, key: str, done: int) -> "JsonlWriter":
   if _is_writer_process():
     kept = []
     if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        kept = [line for line in f if line.endswith("\n") and line.strip() and json.loads(line)[key] < done]
-    atomic_write_text(path, "".join(kept))
+      with open(path, encoding='utf-8') as f:
+        kept = [
+          line
+          for line in f
+          if line.endswith('\n') and line.strip() and json.loads(line)[key] < done
+        ]
+    atomic_write_text(path, ''.join(kept))
   return JsonlWriter(path)
 
 
@@ -40,12 +46,12 @@ class JsonlWriter:
     self._f = None
     if _is_writer_process():
       os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-      self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+      self._f = open(self.path, 'a' if append else 'w', encoding='utf-8')
 
   def write(self, record: Mapping[str, Any]) -> None:
     if self._f is None:
       return
-    self._f.write(json.dumps(dict(record), default=_json_default) + "\n")
+    self._f.write(json.dumps(dict(record), default=_json_default) + '\n')
     self._f.flush()
 
   def close(self) -> None:
@@ -67,11 +73,12 @@ class MetricWriter:
 
   def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
     self.workdir = os.fspath(workdir)
-    self._jsonl = JsonlWriter(os.path.join(self.workdir, "metrics.jsonl"))
+    self._jsonl = JsonlWriter(os.path.join(self.workdir, 'metrics.jsonl'))
     self._tb = None
     if tensorboard and _is_writer_process():
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(self.workdir, "tensorboard"))
+
+      self._tb = SummaryWriter(os.path.join(self.workdir, 'tensorboard'))
 
   def write(self, step: int, scalars: Mapping[str, Any], **tags: Any) -> None:
     """Writes scalar metrics for `step`; `tags` (strings) go to the JSONL record only."""
@@ -81,7 +88,7 @@ class MetricWriter:
       values[name] = v
       if self._tb is not None:
         self._tb.add_scalar(name, v, global_step=int(step))
-    self._jsonl.write({"step": int(step), "time": time.time(), **tags, **values})
+    self._jsonl.write({'step': int(step), 'time': time.time(), **tags, **values})
 
   def flush(self) -> None:
     if self._tb is not None:

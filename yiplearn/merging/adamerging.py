@@ -6,6 +6,7 @@ prediction entropy of the merged model w.r.t. lambda (clipped to [clip_min, clip
 predict the batch with the updated coefficients. Coefficients persist across batches.
 Same (init, update) protocol as `yiplearn.merging.online`.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -23,6 +24,7 @@ PyTree = Any
 class AdaMergingState(NamedTuple):
   """lam: (K,) or (L, K) float32 coefficients; opt_state: optax state of lam; skipped: int32 number of
   optimiser steps skipped because the entropy or its gradient was not finite."""
+
   base: PyTree
   tau: PyTree
   lam: jax.Array
@@ -31,10 +33,19 @@ class AdaMergingState(NamedTuple):
   skipped: Any = 0
 
 
-def adamerging(model, num_experts: int, *, layerwise: bool = False,
-               init_value: float | None = None, learning_rate: float = 1e-2, steps: int = 1,
-               clip_min: float = 0.0, clip_max: float = 1.0, marginal_weight: float = 0.0,
-               bn_mode: str = 'merge') -> OnlineMethod:
+def adamerging(
+  model,
+  num_experts: int,
+  *,
+  layerwise: bool = False,
+  init_value: float | None = None,
+  learning_rate: float = 1e-2,
+  steps: int = 1,
+  clip_min: float = 0.0,
+  clip_max: float = 1.0,
+  marginal_weight: float = 0.0,
+  bn_mode: str = 'merge',
+) -> OnlineMethod:
   """AdaMerging as an (init, update) pair. `init_value` defaults to 1/K (the uniform mean)."""
   _check('num_experts', num_experts, num_experts >= 1, '>= 1')
   _check('steps', steps, steps >= 1, '>= 1')
@@ -45,12 +56,22 @@ def adamerging(model, num_experts: int, *, layerwise: bool = False,
   bn_batch = bn_mode == 'batch'
 
   def init(experts, base):
-    _check('experts (leading axis)', tr.num_experts(experts),
-           tr.num_experts(experts) == num_experts, f'{num_experts} experts')
+    _check(
+      'experts (leading axis)',
+      tr.num_experts(experts),
+      tr.num_experts(experts) == num_experts,
+      f'{num_experts} experts',
+    )
     shape = (tr.num_leaves(base), num_experts) if layerwise else (num_experts,)
     lam = jnp.full(shape, value, jnp.float32)
-    return AdaMergingState(_copy(base), tr.task_vectors(experts, base), lam, opt.init(lam),
-                           jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return AdaMergingState(
+      _copy(base),
+      tr.task_vectors(experts, base),
+      lam,
+      opt.init(lam),
+      jnp.zeros((), jnp.int32),
+      jnp.zeros((), jnp.int32),
+    )
 
   def forward(base, tau, lam, x):
     v = tr.merge(base, tau, lam)
@@ -65,14 +86,24 @@ def adamerging(model, num_experts: int, *, layerwise: bool = False,
       ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))  # a non-finite step is skipped and counted
       upd, new_opt = opt.update(g, opt_state, lam)
       new_lam = jnp.clip(optax.apply_updates(lam, upd), clip_min, clip_max)
-      lam, opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_lam, new_opt),
-                                    (lam, opt_state))
+      lam, opt_state = jax.tree.map(
+        lambda a, b: jnp.where(ok, a, b), (new_lam, new_opt), (lam, opt_state)
+      )
       return (lam, opt_state, skipped + (~ok).astype(jnp.int32)), loss
+
     (lam, opt_state, skipped), losses = jax.lax.scan(
-        body, (state.lam, state.opt_state, jnp.asarray(state.skipped, jnp.int32)), None, length=steps)
+      body, (state.lam, state.opt_state, jnp.asarray(state.skipped, jnp.int32)), None, length=steps
+    )
     logits = forward(state.base, state.tau, lam, x)
-    info = {'lam': lam if not layerwise else jnp.mean(lam, 0), 'loss': losses[-1],
-            'entropy': jnp.mean(entropy(logits))}
-    return AdaMergingState(state.base, state.tau, lam, opt_state, state.step + 1, skipped), logits, info
+    info = {
+      'lam': lam if not layerwise else jnp.mean(lam, 0),
+      'loss': losses[-1],
+      'entropy': jnp.mean(entropy(logits)),
+    }
+    return (
+      AdaMergingState(state.base, state.tau, lam, opt_state, state.step + 1, skipped),
+      logits,
+      info,
+    )
 
   return OnlineMethod(init, update)

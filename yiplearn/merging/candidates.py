@@ -4,6 +4,7 @@ A candidate set is a float32 array (J, K) whose rows are on the simplex (non-neg
 Built once on the host (numpy, deterministic); `refine` adds candidates around the last choice
 inside jitted code.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -58,9 +59,17 @@ def quasi_dirichlet(k: int, n: int, concentration: float = 1.0, seed: int = 0) -
   return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
-def make_candidates(k: int, *, grid_resolution: int | None = None, num_random: int = 0,
-                    concentration: float = 1.0, seed: int = 0, include_onehots: bool = True,
-                    include_mean: bool = True, max_grid_size: int = 512) -> np.ndarray:
+def make_candidates(
+  k: int,
+  *,
+  grid_resolution: int | None = None,
+  num_random: int = 0,
+  concentration: float = 1.0,
+  seed: int = 0,
+  include_onehots: bool = True,
+  include_mean: bool = True,
+  max_grid_size: int = 512,
+) -> np.ndarray:
   """Candidate set (J, K): one-hots, the uniform mean, a simplex grid and/or quasi-random
   Dirichlet points; duplicates removed, order deterministic.
 
@@ -76,6 +85,7 @@ def make_candidates(k: int, *, grid_resolution: int | None = None, num_random: i
     parts.append(np.full((1, k), 1.0 / k, np.float32))
   if grid_resolution is None:
     from math import comb
+
     if comb(4 + k - 1, k - 1) <= max_grid_size:
       grid_resolution = 4
     elif num_random == 0:

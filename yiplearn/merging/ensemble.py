@@ -5,6 +5,7 @@
 entropy of expert k on the batch (T = 0: the lowest-entropy expert).
 Returned logits are log p (B, C). Same (init, update) protocol as `yiplearn.merging.online`.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -13,8 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from yiplearn.merging import tree as tr
-from yiplearn.merging.online import (BN_MODES, OnlineMethod, _check, _copy, candidate_weights,
-                                     entropy)
+from yiplearn.merging.online import (
+  BN_MODES,
+  OnlineMethod,
+  _check,
+  _copy,
+  candidate_weights,
+  entropy,
+)
 
 PyTree = Any
 
@@ -30,8 +37,9 @@ def expert_logits(model, experts: PyTree, x: jax.Array, bn_mode: str = 'merge') 
   return jax.vmap(fwd)(experts)
 
 
-def output_ensemble(model, *, weighting: str = 'mean', temperature: float = 0.05,
-                    bn_mode: str = 'merge') -> OnlineMethod:
+def output_ensemble(
+  model, *, weighting: str = 'mean', temperature: float = 0.05, bn_mode: str = 'merge'
+) -> OnlineMethod:
   _check('weighting', weighting, weighting in ('mean', 'entropy'), "'mean' or 'entropy'")
   _check('temperature', temperature, temperature >= 0, '>= 0')
   _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
@@ -46,10 +54,13 @@ def output_ensemble(model, *, weighting: str = 'mean', temperature: float = 0.05
     probs = jax.nn.softmax(logits_k.astype(jnp.float32), -1)
     h = jnp.mean(entropy(logits_k), axis=1)  # (K,)
     k = h.shape[0]
-    w = (jnp.full((k,), 1.0 / k) if weighting == 'mean' else candidate_weights(h, temperature))
+    w = jnp.full((k,), 1.0 / k) if weighting == 'mean' else candidate_weights(h, temperature)
     p = jnp.einsum('k,kbc->bc', w, probs)
     logits = jnp.log(jnp.clip(p, 1e-30))
-    return (EnsembleState(state.experts, state.step + 1), logits,
-            {'weights': w, 'expert_entropies': h, 'entropy': jnp.mean(entropy(logits))})
+    return (
+      EnsembleState(state.experts, state.step + 1),
+      logits,
+      {'weights': w, 'expert_entropies': h, 'entropy': jnp.mean(entropy(logits))},
+    )
 
   return OnlineMethod(init, update)

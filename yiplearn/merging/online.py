@@ -23,9 +23,11 @@ Entropy-adaptive merging, per batch x:
 BatchNorm statistics are encoder leaves and merged like parameters (`bn_mode='merge'`), or the
 batch's own statistics are used (`bn_mode='batch'`).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +86,7 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 class EntropyAdaptiveState(NamedTuple):
   """base: theta_0 variables; tau: stacked task vectors (K, ...); lam_enc/lam_head: (K,) float32
   simplex coefficients chosen for the previous batch (before the scale); step: int32 scalar."""
+
   base: PyTree
   tau: PyTree
   lam_enc: jax.Array
@@ -95,14 +98,25 @@ def _score_fn(model, x, bn_batch: bool, marginal_weight: float):
   def score(variables):
     logits = model.head(variables, model.encode(variables, x, train=bn_batch))
     return entropy_score(logits, marginal_weight)
+
   return score
 
 
-def score_candidates(model, base: PyTree, tau: PyTree, x: jax.Array, cands: jax.Array, *,
-                     scale: float = 1.0, head_lam: jax.Array | None = None,
-                     head_predicate: tr.PathPredicate = tr.has_key('head'),
-                     bn_mode: str = 'merge', marginal_weight: float = 0.0,
-                     chunk_size: int = 8, mesh: Mesh | None = None) -> jax.Array:
+def score_candidates(
+  model,
+  base: PyTree,
+  tau: PyTree,
+  x: jax.Array,
+  cands: jax.Array,
+  *,
+  scale: float = 1.0,
+  head_lam: jax.Array | None = None,
+  head_predicate: tr.PathPredicate = tr.has_key('head'),
+  bn_mode: str = 'merge',
+  marginal_weight: float = 0.0,
+  chunk_size: int = 8,
+  mesh: Mesh | None = None,
+) -> jax.Array:
   """Entropy score (J,) of every candidate `cands` (J, K) for the encoder (vmapped, chunked).
 
   The head is merged with `head_lam` (K,) if given, else with each candidate itself (the full
@@ -122,6 +136,7 @@ def score_candidates(model, base: PyTree, tau: PyTree, x: jax.Array, cands: jax.
       enc = tr.merge(enc_b, enc_t, scale * lam)
       head = tr.merge(head_b, head_t, scale * lam) if fixed_head is None else fixed_head
       return score(tr.combine(enc, head))
+
     return jax.lax.map(one, cands, batch_size=min(chunk_size, cands.shape[0]))
 
   if mesh is not None:
@@ -129,13 +144,26 @@ def score_candidates(model, base: PyTree, tau: PyTree, x: jax.Array, cands: jax.
   return score_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands)
 
 
-def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None = None,
-                     grid_resolution: int | None = None, num_random: int = 0,
-                     temperature: float = 0.05, marginal_weight: float = 0.0, scale: float = 1.0,
-                     refine_radius: float = 0.0, ema: float = 0.0, bn_mode: str = 'merge',
-                     score_head: str = 'previous', decouple_head: bool = True,
-                     chunk_size: int = 8, head_predicate: tr.PathPredicate = tr.has_key('head'),
-                     seed: int = 0, mesh: Mesh | None = None) -> OnlineMethod:
+def entropy_adaptive(
+  model,
+  num_experts: int,
+  *,
+  candidates: np.ndarray | None = None,
+  grid_resolution: int | None = None,
+  num_random: int = 0,
+  temperature: float = 0.05,
+  marginal_weight: float = 0.0,
+  scale: float = 1.0,
+  refine_radius: float = 0.0,
+  ema: float = 0.0,
+  bn_mode: str = 'merge',
+  score_head: str = 'previous',
+  decouple_head: bool = True,
+  chunk_size: int = 8,
+  head_predicate: tr.PathPredicate = tr.has_key('head'),
+  seed: int = 0,
+  mesh: Mesh | None = None,
+) -> OnlineMethod:
   """Entropy-adaptive online merging as an (init, update) pair; see the module docstring.
 
   Args:
@@ -158,11 +186,16 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
   _check('score_head', score_head, score_head in ('previous', 'same'), "'previous' or 'same'")
   _check('chunk_size', chunk_size, chunk_size >= 1, '>= 1')
   if candidates is None:
-    candidates = cand_lib.make_candidates(num_experts, grid_resolution=grid_resolution,
-                                          num_random=num_random, seed=seed)
+    candidates = cand_lib.make_candidates(
+      num_experts, grid_resolution=grid_resolution, num_random=num_random, seed=seed
+    )
   candidates = np.asarray(candidates, np.float32)
-  _check('candidates.shape', candidates.shape,
-         candidates.ndim == 2 and candidates.shape[1] == num_experts, f'(J, {num_experts})')
+  _check(
+    'candidates.shape',
+    candidates.shape,
+    candidates.ndim == 2 and candidates.shape[1] == num_experts,
+    f'(J, {num_experts})',
+  )
   fixed = jnp.asarray(candidates)
   bn_batch = bn_mode == 'batch'
 
@@ -178,22 +211,37 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
     return lam
 
   def init(experts: PyTree, base: PyTree) -> EntropyAdaptiveState:
-    _check('experts (leading axis)', tr.num_experts(experts), tr.num_experts(experts) == num_experts,
-           f'{num_experts} experts')
+    _check(
+      'experts (leading axis)',
+      tr.num_experts(experts),
+      tr.num_experts(experts) == num_experts,
+      f'{num_experts} experts',
+    )
     uniform = lambda: jnp.full((num_experts,), 1.0 / num_experts, jnp.float32)
     # Distinct buffers everywhere, so that the state can be donated.
-    return EntropyAdaptiveState(_copy(base), tr.task_vectors(experts, base), uniform(),
-                                uniform(), jnp.zeros((), jnp.int32))
+    return EntropyAdaptiveState(
+      _copy(base), tr.task_vectors(experts, base), uniform(), uniform(), jnp.zeros((), jnp.int32)
+    )
 
   def update(state: EntropyAdaptiveState, x: jax.Array):
     head_b, enc_b = tr.partition(state.base, head_predicate)
     head_t, enc_t = tr.partition(state.tau, head_predicate)
     # 2. encoder coefficients.
     cands_e = all_cands(state.lam_enc)
-    h_enc = score_candidates(model, state.base, state.tau, x, cands_e, scale=scale,
-                             head_lam=state.lam_head if score_head == 'previous' else None,
-                             head_predicate=head_predicate, bn_mode=bn_mode,
-                             marginal_weight=marginal_weight, chunk_size=chunk_size, mesh=mesh)
+    h_enc = score_candidates(
+      model,
+      state.base,
+      state.tau,
+      x,
+      cands_e,
+      scale=scale,
+      head_lam=state.lam_head if score_head == 'previous' else None,
+      head_predicate=head_predicate,
+      bn_mode=bn_mode,
+      marginal_weight=marginal_weight,
+      chunk_size=chunk_size,
+      mesh=mesh,
+    )
     lam_enc = choose(h_enc, cands_e, state.lam_enc, state.step)
     enc = tr.merge(enc_b, enc_t, scale * lam_enc)
     feats = model.encode(tr.combine(enc, head_b), x, train=bn_batch)
@@ -204,6 +252,7 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
       def head_score(lam):
         v = tr.combine(enc, tr.merge(head_b, head_t, scale * lam))
         return entropy_score(model.head(v, feats), marginal_weight)
+
       h_head = jax.lax.map(head_score, cands_h, batch_size=min(chunk_size, cands_h.shape[0]))
       lam_head = choose(h_head, cands_h, state.lam_head, state.step)
     else:
@@ -211,8 +260,13 @@ def entropy_adaptive(model, num_experts: int, *, candidates: np.ndarray | None =
     # 4. predict with the single merged model.
     logits = model.head(tr.combine(enc, tr.merge(head_b, head_t, scale * lam_head)), feats)
     new_state = EntropyAdaptiveState(state.base, state.tau, lam_enc, lam_head, state.step + 1)
-    info = {'lam_enc': lam_enc, 'lam_head': lam_head, 'enc_scores': h_enc,
-            'head_scores': h_head, 'entropy': jnp.mean(entropy(logits))}
+    info = {
+      'lam_enc': lam_enc,
+      'lam_head': lam_head,
+      'enc_scores': h_enc,
+      'head_scores': h_head,
+      'entropy': jnp.mean(entropy(logits)),
+    }
     return new_state, logits, info
 
   return OnlineMethod(init, update)
@@ -223,8 +277,9 @@ class FixedState(NamedTuple):
   step: jax.Array
 
 
-def fixed_model(model, merge_fn: Callable[[PyTree, PyTree], PyTree],
-                bn_mode: str = 'merge') -> OnlineMethod:
+def fixed_model(
+  model, merge_fn: Callable[[PyTree, PyTree], PyTree], bn_mode: str = 'merge'
+) -> OnlineMethod:
   """A static merge (or a single expert) as an online method: init merges once with
   `merge_fn(experts, base)`; update only predicts. `bn_mode='batch'` uses batch statistics."""
   _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
@@ -233,8 +288,11 @@ def fixed_model(model, merge_fn: Callable[[PyTree, PyTree], PyTree],
     return FixedState(_copy(merge_fn(experts, base)), jnp.zeros((), jnp.int32))
 
   def update(state, x):
-    logits = model.head(state.variables,
-                        model.encode(state.variables, x, train=bn_mode == 'batch'))
-    return FixedState(state.variables, state.step + 1), logits, {
-        'entropy': jnp.mean(entropy(logits))}
+    logits = model.head(state.variables, model.encode(state.variables, x, train=bn_mode == 'batch'))
+    return (
+      FixedState(state.variables, state.step + 1),
+      logits,
+      {'entropy': jnp.mean(entropy(logits))},
+    )
+
   return OnlineMethod(init, update)

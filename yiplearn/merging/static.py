@@ -5,9 +5,11 @@ base pytree theta_0 of the same structure without the K axis, and return one mer
 They apply to every leaf given (params and BatchNorm statistics alike); pass a sub-tree to merge
 only part of a model.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +34,9 @@ def mean_merge(experts: PyTree) -> PyTree:
 
 def task_arithmetic(experts: PyTree, base: PyTree, scale: float = 0.3) -> PyTree:
   """theta_0 + scale * sum_k tau_k (Ilharco et al. 2023)."""
-  return tr.add_scaled(base, jax.tree.map(lambda t: t.sum(0), tr.task_vectors(experts, base)),
-                       scale)
+  return tr.add_scaled(
+    base, jax.tree.map(lambda t: t.sum(0), tr.task_vectors(experts, base)), scale
+  )
 
 
 def ties_vector(tau: PyTree, density: float = 0.2) -> PyTree:
@@ -75,8 +78,15 @@ def dare(tau: PyTree, key: jax.Array, drop_rate: float = 0.5) -> PyTree:
   return jax.tree.unflatten(treedef, out)
 
 
-def dare_merge(experts: PyTree, base: PyTree, key: jax.Array, drop_rate: float = 0.5,
-               then: str = 'task_arithmetic', scale: float = 0.3, density: float = 0.2) -> PyTree:
+def dare_merge(
+  experts: PyTree,
+  base: PyTree,
+  key: jax.Array,
+  drop_rate: float = 0.5,
+  then: str = 'task_arithmetic',
+  scale: float = 0.3,
+  density: float = 0.2,
+) -> PyTree:
   """DARE on the task vectors, followed by task arithmetic ('task_arithmetic', scale) or TIES
   ('ties', density, scale)."""
   tau = dare(tr.task_vectors(experts, base), key, drop_rate)
@@ -87,9 +97,13 @@ def dare_merge(experts: PyTree, base: PyTree, key: jax.Array, drop_rate: float =
   raise ValueError(f"then={then!r}; expected 'task_arithmetic' or 'ties'")
 
 
-def diagonal_fisher(log_probs_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree,
-                    batches: Iterable[jax.Array], key: jax.Array | None = None,
-                    labels: Iterable[jax.Array] | None = None) -> PyTree:
+def diagonal_fisher(
+  log_probs_fn: Callable[[PyTree, jax.Array], jax.Array],
+  params: PyTree,
+  batches: Iterable[jax.Array],
+  key: jax.Array | None = None,
+  labels: Iterable[jax.Array] | None = None,
+) -> PyTree:
   """Diagonal Fisher estimate E_x E_y [(d/dtheta log p(y|x; theta))^2] with per-example gradients.
 
   Args:
@@ -101,6 +115,7 @@ def diagonal_fisher(log_probs_fn: Callable[[PyTree, jax.Array], jax.Array], para
   Returns:
     A pytree like `params`, float32, averaged over all examples seen.
   """
+
   def per_example(p, x, y):
     return jax.grad(lambda q: log_probs_fn(q, x[None])[0, y])(p)
 
@@ -118,8 +133,11 @@ def diagonal_fisher(log_probs_fn: Callable[[PyTree, jax.Array], jax.Array], para
       y = jnp.asarray(next(label_iter))
     else:
       lp = log_probs_fn(params, x)
-      y = (jax.random.categorical(jax.random.fold_in(key, i), lp) if key is not None
-           else jnp.argmax(lp, -1))
+      y = (
+        jax.random.categorical(jax.random.fold_in(key, i), lp)
+        if key is not None
+        else jnp.argmax(lp, -1)
+      )
     total = jax.tree.map(jnp.add, total, batch_sum(params, x, y))
     n += x.shape[0]
   if n == 0:
@@ -143,6 +161,7 @@ def batch_stats_fisher(param_fishers: PyTree, batch_stats: PyTree) -> PyTree:
   Returns:
     A pytree with the structure of `batch_stats` (leaves (K, C) float32 or None).
   """
+
   def walk(stats, fis):
     if not isinstance(stats, dict):
       return None
@@ -151,13 +170,18 @@ def batch_stats_fisher(param_fishers: PyTree, batch_stats: PyTree) -> PyTree:
       f = fis.get(name) if isinstance(fis, dict) else None
       if isinstance(sub, dict):
         out[name] = walk(sub, f)
-      elif isinstance(fis, dict) and 'scale' in fis and fis['scale'] is not None and \
-          jnp.shape(fis['scale']) == jnp.shape(sub):
+      elif (
+        isinstance(fis, dict)
+        and 'scale' in fis
+        and fis['scale'] is not None
+        and jnp.shape(fis['scale']) == jnp.shape(sub)
+      ):
         bias = fis.get('bias')
         out[name] = fis['scale'] + (bias if bias is not None else 0.0)
       else:
         out[name] = None
     return out
+
   return walk(batch_stats, param_fishers)
 
 
@@ -175,4 +199,5 @@ def fisher_merge(experts: PyTree, fishers: PyTree, eps: float = 1e-8) -> PyTree:
       return jax.tree.map(lambda a: jnp.mean(a, 0), e)
     f = f.astype(jnp.float32) + eps
     return ((f * e).sum(0) / f.sum(0)).astype(e.dtype)
+
   return jax.tree.map(one, fishers, experts, is_leaf=lambda x: x is None)

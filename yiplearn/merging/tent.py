@@ -6,6 +6,7 @@ statistics in BatchNorm by default, as Tent does) and takes `steps` optimiser st
 prediction entropy w.r.t. the selected parameters. The logits returned are those of the forward
 pass before the update (Tent's protocol). Same (init, update) protocol as `merging.online`.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -28,9 +29,16 @@ class TentState(NamedTuple):
   skipped: jax.Array  # number of updates skipped for a non-finite loss
 
 
-def tent(model, *, learning_rate: float = 1e-3, steps: int = 1, optimizer: str = 'adam',
-         predicate: tr.PathPredicate = tr.is_norm_affine, bn_mode: str = 'batch',
-         marginal_weight: float = 0.0) -> OnlineMethod:
+def tent(
+  model,
+  *,
+  learning_rate: float = 1e-3,
+  steps: int = 1,
+  optimizer: str = 'adam',
+  predicate: tr.PathPredicate = tr.is_norm_affine,
+  bn_mode: str = 'batch',
+  marginal_weight: float = 0.0,
+) -> OnlineMethod:
   """Tent on the mean merge; `predicate(path)` selects the adapted leaves."""
   _check('steps', steps, steps >= 1, '>= 1')
   _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
@@ -57,15 +65,19 @@ def tent(model, *, learning_rate: float = 1e-3, steps: int = 1, optimizer: str =
     def body(carry, i):
       params, opt_state, skipped = carry
       (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
-      ok = jnp.isfinite(loss) & jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
-                                                     for a in jax.tree.leaves(g)]))
+      ok = jnp.isfinite(loss) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(g)])
+      )
       upd, new_opt = opt.update(g, opt_state, params)
       new_params = optax.apply_updates(params, upd)
-      params, opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_params, new_opt),
-                                       (params, opt_state))
+      params, opt_state = jax.tree.map(
+        lambda a, b: jnp.where(ok, a, b), (new_params, new_opt), (params, opt_state)
+      )
       return (params, opt_state, skipped + (~ok).astype(jnp.int32)), (loss, logits)
+
     (params, opt_state, skipped), (losses, all_logits) = jax.lax.scan(
-        body, (train, state.opt_state, state.skipped), jnp.arange(steps))
+      body, (train, state.opt_state, state.skipped), jnp.arange(steps)
+    )
     logits = all_logits[0]
     new_state = TentState(tr.combine(params, frozen), opt_state, state.step + 1, skipped)
     return new_state, logits, {'loss': losses[0], 'entropy': jnp.mean(entropy(logits))}

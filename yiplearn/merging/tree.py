@@ -5,9 +5,11 @@ Experts are held as ONE stacked pytree: every leaf has a leading expert axis K, 
 vmapped. Partitioning by path (e.g. encoder vs head) uses `None` for the leaves that are not
 selected, so that `combine` can put the parts back together.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +23,16 @@ def _same_architecture(name: str, tree: PyTree, ref_name: str, ref: PyTree, lead
   """Raises one ValueError when `tree` differs from `ref` in structure or leaf shapes (static: jit-safe).
   `lead` leading axes of `tree`'s leaves are ignored (the K axis of stacked experts)."""
   if jax.tree.structure(tree) != jax.tree.structure(ref):
-    raise ValueError(f'{name}: parameter tree {jax.tree.structure(tree)} differs from {ref_name}\'s '
-                     f'{jax.tree.structure(ref)}; expected models of one architecture')
+    raise ValueError(
+      f"{name}: parameter tree {jax.tree.structure(tree)} differs from {ref_name}'s "
+      f'{jax.tree.structure(ref)}; expected models of one architecture'
+    )
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(ref)):
     if tuple(jnp.shape(a))[lead:] != tuple(jnp.shape(b)):
-      raise ValueError(f"{name}: leaf {'/'.join(path_names(path))} has shape {tuple(jnp.shape(a))[lead:]}, "
-                       f'{ref_name} has {tuple(jnp.shape(b))}; expected models of one architecture')
+      raise ValueError(
+        f'{name}: leaf {"/".join(path_names(path))} has shape {tuple(jnp.shape(a))[lead:]}, '
+        f'{ref_name} has {tuple(jnp.shape(b))}; expected models of one architecture'
+      )
 
 
 def stack(trees: Sequence[PyTree]) -> PyTree:
@@ -49,8 +55,10 @@ def check_experts(experts: Sequence[PyTree], names: Sequence[str] | None = None)
     for path, leaf in jax.tree_util.tree_leaves_with_path(e):
       x = np.asarray(leaf)
       if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise ValueError(f"expert {name!r}: leaf {'/'.join(path_names(path))} holds NaN or Inf; "
-                         'expected finite weights (retrain or replace this expert)')
+        raise ValueError(
+          f'expert {name!r}: leaf {"/".join(path_names(path))} holds NaN or Inf; '
+          'expected finite weights (retrain or replace this expert)'
+        )
 
 
 def unstack(stacked: PyTree) -> list[PyTree]:
@@ -90,8 +98,9 @@ def merge(base: PyTree, tau: PyTree, coeffs: jax.Array) -> PyTree:
   if coeffs.ndim == 1:
     out = [b + jnp.tensordot(coeffs.astype(t.dtype), t, axes=1) for b, t in zip(leaves_b, leaves_t)]
   elif coeffs.ndim == 2 and coeffs.shape[0] == len(leaves_b):
-    out = [b + jnp.tensordot(c.astype(t.dtype), t, axes=1)
-           for b, t, c in zip(leaves_b, leaves_t, coeffs)]
+    out = [
+      b + jnp.tensordot(c.astype(t.dtype), t, axes=1) for b, t, c in zip(leaves_b, leaves_t, coeffs)
+    ]
   else:
     raise ValueError(f'coeffs.shape={coeffs.shape}; expected (K,) or ({len(leaves_b)}, K)')
   return jax.tree.unflatten(treedef, out)
@@ -118,8 +127,9 @@ def has_key(*names: str) -> PathPredicate:
 def is_norm_affine(path: tuple) -> bool:
   """Predicate: a scale/bias of a normalisation layer (module name containing 'norm')."""
   names = path_names(path)
-  return bool(names) and names[-1] in ('scale', 'bias') and any(
-      'norm' in n.lower() for n in names[:-1])
+  return (
+    bool(names) and names[-1] in ('scale', 'bias') and any('norm' in n.lower() for n in names[:-1])
+  )
 
 
 def partition(tree: PyTree, predicate: PathPredicate) -> tuple[PyTree, PyTree]:
@@ -131,11 +141,13 @@ def partition(tree: PyTree, predicate: PathPredicate) -> tuple[PyTree, PyTree]:
 
 def combine(*trees: PyTree) -> PyTree:
   """Leaf-wise first non-None value of partitioned trees (inverse of `partition`)."""
+
   def pick(*xs):
     for x in xs:
       if x is not None:
         return x
     return None
+
   return jax.tree.map(pick, *trees, is_leaf=lambda x: x is None)
 
 
@@ -159,7 +171,8 @@ def ravel_stacked(stacked: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyT
   def unravel(vec: jax.Array) -> PyTree:
     out, start = [], 0
     for shp, n, leaf in zip(shapes, sizes, leaves):
-      out.append(vec[start:start + n].reshape(shp).astype(leaf.dtype))
+      out.append(vec[start : start + n].reshape(shp).astype(leaf.dtype))
       start += n
     return jax.tree.unflatten(treedef, out)
+
   return flat, unravel

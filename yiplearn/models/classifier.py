@@ -12,6 +12,7 @@ the `head` entries, so head candidates can be scored on cached features. With `t
 layers normalise with the statistics of the batch itself (the running statistics are not updated;
 use `encode_with_updates` for training).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,7 @@ class Classifier:
       `train: bool` keyword argument.
     num_classes: number of output logits of the linear head.
   """
+
   encoder: nn.Module
   num_classes: int
 
@@ -66,8 +68,9 @@ class Classifier:
       return feats
     return self.encoder.apply(enc_vars, x, train=train)
 
-  def encode_with_updates(self, variables: Variables, x: jax.Array,
-                          momentum_update: bool = True) -> tuple[jax.Array, Variables]:
+  def encode_with_updates(
+    self, variables: Variables, x: jax.Array, momentum_update: bool = True
+  ) -> tuple[jax.Array, Variables]:
     """Training-mode features (B, D) and the variables with updated BatchNorm running statistics."""
     enc_vars = self._encoder_vars(variables)
     if 'batch_stats' not in enc_vars:

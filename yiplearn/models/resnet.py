@@ -5,9 +5,10 @@ variables are `{'params': {'encoder', 'head'}, 'batch_stats': {'encoder'}}`; see
 `yiplearn.models.classifier`. Images (B, H, W, C) float32 -> features (B, widths[-1]) -> logits.
 ResNet-18 is `stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem='imagenet'`.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -18,14 +19,16 @@ from yiplearn.models.classifier import Classifier
 
 class BasicBlock(nn.Module):
   """Two 3x3 conv + BN layers with an identity or 1x1-projection shortcut."""
+
   width: int
   stride: int = 1
   bn_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                     name=name)
+    norm = lambda name: nn.BatchNorm(
+      use_running_average=not train, momentum=self.bn_momentum, name=name
+    )
     y = nn.Conv(self.width, (3, 3), (self.stride, self.stride), use_bias=False, name='conv1')(x)
     y = nn.relu(norm('BatchNorm_1')(y))
     y = nn.Conv(self.width, (3, 3), use_bias=False, name='conv2')(y)
@@ -44,6 +47,7 @@ class ResNetEncoder(nn.Module):
     widths: channels per stage (same length as `stage_sizes`).
     stem: 'small' (3x3 conv, for small images) or 'imagenet' (7x7/2 conv + 3x3/2 max-pool).
   """
+
   stage_sizes: Sequence[int] = (1, 1)
   widths: Sequence[int] = (4, 8)
   stem: str = 'small'
@@ -52,16 +56,19 @@ class ResNetEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if len(self.stage_sizes) != len(self.widths):
-      raise ValueError(f'stage_sizes={tuple(self.stage_sizes)} and widths={tuple(self.widths)} '
-                       'must have the same length')
+      raise ValueError(
+        f'stage_sizes={tuple(self.stage_sizes)} and widths={tuple(self.widths)} '
+        'must have the same length'
+      )
     if self.stem == 'imagenet':
       x = nn.Conv(self.widths[0], (7, 7), (2, 2), use_bias=False, name='stem')(x)
     elif self.stem == 'small':
       x = nn.Conv(self.widths[0], (3, 3), use_bias=False, name='stem')(x)
     else:
       raise ValueError(f"stem={self.stem!r}; expected 'small' or 'imagenet'")
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     name='BatchNorm_stem')(x)
+    x = nn.BatchNorm(
+      use_running_average=not train, momentum=self.bn_momentum, name='BatchNorm_stem'
+    )(x)
     x = nn.relu(x)
     if self.stem == 'imagenet':
       x = nn.max_pool(x, (3, 3), (2, 2), padding='SAME')
@@ -72,11 +79,16 @@ class ResNetEncoder(nn.Module):
     return jnp.mean(x, axis=(1, 2))
 
 
-def resnet_classifier(num_classes: int, stage_sizes: Sequence[int] = (1, 1),
-                      widths: Sequence[int] = (4, 8), stem: str = 'small',
-                      bn_momentum: float = 0.9) -> Classifier:
+def resnet_classifier(
+  num_classes: int,
+  stage_sizes: Sequence[int] = (1, 1),
+  widths: Sequence[int] = (4, 8),
+  stem: str = 'small',
+  bn_momentum: float = 0.9,
+) -> Classifier:
   """A ResNet `Classifier`; see the module docstring."""
   if num_classes < 1:
     raise ValueError(f'num_classes={num_classes}; expected >= 1')
-  return Classifier(ResNetEncoder(tuple(stage_sizes), tuple(widths), stem, bn_momentum),
-                    num_classes)
+  return Classifier(
+    ResNetEncoder(tuple(stage_sizes), tuple(widths), stem, bn_momentum), num_classes
+  )

@@ -16,180 +16,217 @@ multiples of ``2 ** len(widths)`` are edge-padded at the bottom/right and the lo
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["UNet", "NORMS", "CONV_GRADS", "conv3x3"]
+__all__ = ['UNet', 'NORMS', 'CONV_GRADS', 'conv3x3']
 
-NORMS = ("instance", "group", "batch", "none")
-CONV_GRADS = ("auto", "xla", "matmul")
+NORMS = ('instance', 'group', 'batch', 'none')
+CONV_GRADS = ('auto', 'xla', 'matmul')
 
 
 def _num_groups(channels: int, max_groups: int = 8) -> int:
-    return math.gcd(channels, max_groups) if channels % max_groups else max_groups
+  return math.gcd(channels, max_groups) if channels % max_groups else max_groups
 
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _conv_same(x: jax.Array, k: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC)
+  return jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME', dimension_numbers=_NHWC)
 
 
 @jax.custom_vjp
 def conv3x3(x: jax.Array, k: jax.Array) -> jax.Array:
-    """3x3 stride-1 'SAME' convolution (NHWC x HWIO), the same map and gradients as XLA's, with the
-    backward pass written as forward-style ops.
+  """3x3 stride-1 'SAME' convolution (NHWC x HWIO), the same map and gradients as XLA's, with the
+  backward pass written as forward-style ops.
 
-    dX is the forward convolution of the output gradient with the spatially flipped, in/out-transposed kernel;
-    dK[a, b] = sum over pixels of x_pad[h + a, w + b] (x) g[h, w]: nine (C_in, pixels) x (pixels, C_out) matrix
-    products. XLA:CPU runs its native weight-gradient convolution ~40x slower inside a ``lax.scan``/``while``
-    body than outside one (and the input gradient ~7x slower), which made the whole-image session with its
-    click loop as a rolled scan crawl; these formulations run at full speed in both places
-    (benchmarks/NOTES.md). Selected by ``UNet.conv_grads='matmul'``.
-    """
-    return _conv_same(x, k)
+  dX is the forward convolution of the output gradient with the spatially flipped, in/out-transposed kernel;
+  dK[a, b] = sum over pixels of x_pad[h + a, w + b] (x) g[h, w]: nine (C_in, pixels) x (pixels, C_out) matrix
+  products. XLA:CPU runs its native weight-gradient convolution ~40x slower inside a ``lax.scan``/``while``
+  body than outside one (and the input gradient ~7x slower), which made the whole-image session with its
+  click loop as a rolled scan crawl; these formulations run at full speed in both places
+  (benchmarks/NOTES.md). Selected by ``UNet.conv_grads='matmul'``.
+  """
+  return _conv_same(x, k)
 
 
 def _conv3x3_fwd(x, k):
-    return _conv_same(x, k), (x, k)
+  return _conv_same(x, k), (x, k)
 
 
 def _conv3x3_bwd(res, g):
-    x, k = res
-    dx = _conv_same(g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2).astype(g.dtype))
-    h, w = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    dk = jnp.stack([jnp.stack([jnp.einsum("nhwi,nhwo->io", xp[:, a:a + h, b:b + w], g,
-                                          preferred_element_type=jnp.float32)
-                               for b in range(3)]) for a in range(3)])
-    return dx.astype(x.dtype), dk.astype(k.dtype)
+  x, k = res
+  dx = _conv_same(g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2).astype(g.dtype))
+  h, w = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  dk = jnp.stack(
+    [
+      jnp.stack(
+        [
+          jnp.einsum(
+            'nhwi,nhwo->io', xp[:, a : a + h, b : b + w], g, preferred_element_type=jnp.float32
+          )
+          for b in range(3)
+        ]
+      )
+      for a in range(3)
+    ]
+  )
+  return dx.astype(x.dtype), dk.astype(k.dtype)
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def _flax_conv3x3(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_dilation=None,
-                  dimension_numbers=None, feature_group_count=1, precision=None):
-    """``nn.Conv(conv_general_dilated=...)`` hook: :func:`conv3x3` for the U-Net's 3x3 'SAME' convolutions."""
-    simple = (tuple(window_strides) == (1, 1) and padding == "SAME" and tuple(rhs.shape[:2]) == (3, 3)
-              and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1)
-              and feature_group_count == 1 and precision is None
-              and dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
-    if not simple:
-        raise ValueError("conv_grads='matmul' supports only 3x3 stride-1 'SAME' NHWC convolutions")
-    return conv3x3(lhs, rhs)
+def _flax_conv3x3(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  *,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  precision=None,
+):
+  """``nn.Conv(conv_general_dilated=...)`` hook: :func:`conv3x3` for the U-Net's 3x3 'SAME' convolutions."""
+  simple = (
+    tuple(window_strides) == (1, 1)
+    and padding == 'SAME'
+    and tuple(rhs.shape[:2]) == (3, 3)
+    and tuple(lhs_dilation or (1, 1)) == (1, 1)
+    and tuple(rhs_dilation or (1, 1)) == (1, 1)
+    and feature_group_count == 1
+    and precision is None
+    and dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  )
+  if not simple:
+    raise ValueError("conv_grads='matmul' supports only 3x3 stride-1 'SAME' NHWC convolutions")
+  return conv3x3(lhs, rhs)
 
 
 class _Block(nn.Module):
-    features: int
-    norm: str
-    dtype: Any
-    conv_grads: str = "xla"
+  features: int
+  norm: str
+  dtype: Any
+  conv_grads: str = 'xla'
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        hook = _flax_conv3x3 if self.conv_grads == "matmul" else None
-        for _ in range(2):
-            x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=self.norm == "none", dtype=self.dtype,
-                        conv_general_dilated=hook)(x)
-            if self.norm == "instance":
-                x = nn.InstanceNorm(use_scale=False, use_bias=False, dtype=self.dtype)(x)
-            elif self.norm == "group":
-                x = nn.GroupNorm(num_groups=_num_groups(self.features), dtype=self.dtype)(x)
-            elif self.norm == "batch":
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-            x = nn.relu(x)
-        return x
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    hook = _flax_conv3x3 if self.conv_grads == 'matmul' else None
+    for _ in range(2):
+      x = nn.Conv(
+        self.features,
+        (3, 3),
+        padding='SAME',
+        use_bias=self.norm == 'none',
+        dtype=self.dtype,
+        conv_general_dilated=hook,
+      )(x)
+      if self.norm == 'instance':
+        x = nn.InstanceNorm(use_scale=False, use_bias=False, dtype=self.dtype)(x)
+      elif self.norm == 'group':
+        x = nn.GroupNorm(num_groups=_num_groups(self.features), dtype=self.dtype)(x)
+      elif self.norm == 'batch':
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+      x = nn.relu(x)
+    return x
 
 
 class _UpConv(nn.Module):
-    """2x2 stride-2 transposed convolution as one matrix product (the same map, parameters and initialiser as
-    ``nn.ConvTranspose(features, (2, 2), strides=(2, 2))``, whose kernel is applied spatially flipped).
+  """2x2 stride-2 transposed convolution as one matrix product (the same map, parameters and initialiser as
+  ``nn.ConvTranspose(features, (2, 2), strides=(2, 2))``, whose kernel is applied spatially flipped).
 
-    Every output pixel receives exactly one input pixel, so ``y[2i+a, 2j+b] = x[i, j] @ K[1-a, 1-b] + bias``:
-    a dense (N H W, C) x (C, 4 F) product instead of XLA's convolution over a zero-dilated input, which on
-    CPU costs several times more (benchmarks/NOTES.md).
-    """
+  Every output pixel receives exactly one input pixel, so ``y[2i+a, 2j+b] = x[i, j] @ K[1-a, 1-b] + bias``:
+  a dense (N H W, C) x (C, 4 F) product instead of XLA's convolution over a zero-dilated input, which on
+  CPU costs several times more (benchmarks/NOTES.md).
+  """
 
-    features: int
-    dtype: Any
+  features: int
+  dtype: Any
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        n, h, w, _ = x.shape
-        y = jnp.einsum("nhwc,abcf->nhawbf", x, kernel[::-1, ::-1].astype(self.dtype))
-        return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param(
+      'kernel', nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features)
+    )
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    n, h, w, _ = x.shape
+    y = jnp.einsum('nhwc,abcf->nhawbf', x, kernel[::-1, ::-1].astype(self.dtype))
+    return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
 
 
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 stride-2 max-pool (even H, W) as a reshape and a max: its gradient is exact in float32 (JAX's
-    ``reduce_window`` max gradient packs values and tangents at reduced precision) and faster on CPU. Among
-    tied maxima the gradient is shared equally (ties occur in all-zero windows after ReLU, where it is zero)."""
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  """2x2 stride-2 max-pool (even H, W) as a reshape and a max: its gradient is exact in float32 (JAX's
+  ``reduce_window`` max gradient packs values and tangents at reduced precision) and faster on CPU. Among
+  tied maxima the gradient is shared equally (ties occur in all-zero windows after ReLU, where it is zero)."""
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class UNet(nn.Module):
-    """Click-conditioned U-Net.
+  """Click-conditioned U-Net.
 
-    Attributes:
-      num_classes: K, number of output logit channels.
-      widths: encoder block widths; ``len(widths)`` is the depth (number of pooling steps).
-      bottleneck: width of the bottleneck block.
-      norm: one of NORMS.
-      dtype: computation dtype (params stay float32; logits are returned as float32).
-      conv_grads: how the 3x3 convolutions are differentiated: 'xla' (XLA's own transposed convolutions: the
-        fastest outside loops), 'matmul' (:func:`conv3x3`: forward-style ops, ~20x faster than 'xla' inside a
-        ``lax.scan`` on CPU, ~1.3x slower outside one) or 'auto' [default]: 'xla', except that
-        ``session.make_session`` switches an 'auto' U-Net to 'matmul' on CPU when its click loop is a rolled scan.
-        Values and gradients are the same up to float rounding.
+  Attributes:
+    num_classes: K, number of output logit channels.
+    widths: encoder block widths; ``len(widths)`` is the depth (number of pooling steps).
+    bottleneck: width of the bottleneck block.
+    norm: one of NORMS.
+    dtype: computation dtype (params stay float32; logits are returned as float32).
+    conv_grads: how the 3x3 convolutions are differentiated: 'xla' (XLA's own transposed convolutions: the
+      fastest outside loops), 'matmul' (:func:`conv3x3`: forward-style ops, ~20x faster than 'xla' inside a
+      ``lax.scan`` on CPU, ~1.3x slower outside one) or 'auto' [default]: 'xla', except that
+      ``session.make_session`` switches an 'auto' U-Net to 'matmul' on CPU when its click loop is a rolled scan.
+      Values and gradients are the same up to float rounding.
 
-    Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
-    ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
-    """
+  Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
+  ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
+  """
 
-    num_classes: int
-    widths: Sequence[int] = (12, 72, 144, 288)
-    bottleneck: int = 576
-    norm: str = "instance"
-    dtype: Any = jnp.float32
-    conv_grads: str = "auto"
+  num_classes: int
+  widths: Sequence[int] = (12, 72, 144, 288)
+  bottleneck: int = 576
+  norm: str = 'instance'
+  dtype: Any = jnp.float32
+  conv_grads: str = 'auto'
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm: got {self.norm!r}, expected one of {NORMS}")
-        if self.conv_grads not in CONV_GRADS:
-            raise ValueError(f"conv_grads: got {self.conv_grads!r}, expected one of {CONV_GRADS}")
-        grads = self.conv_grads
-        if grads == "auto":
-            grads = "xla"
-        if self.num_classes < 1 or not self.widths or min(self.widths) < 1 or self.bottleneck < 1:
-            raise ValueError(f"UNet: expected num_classes >= 1 and positive widths/bottleneck, got "
-                             f"num_classes={self.num_classes}, widths={tuple(self.widths)}, bottleneck={self.bottleneck}")
-        if x.ndim != 4:
-            raise ValueError(f"x: expected (N, H, W, C), got shape {tuple(x.shape)}")
-        n, h, w, _ = x.shape
-        m = 2 ** len(self.widths)
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-        x = x.astype(self.dtype)
-        skips = []
-        for width in self.widths:
-            x = _Block(width, self.norm, self.dtype, grads)(x, train)
-            skips.append(x)
-            x = _max_pool_2x2(x)
-        x = _Block(self.bottleneck, self.norm, self.dtype, grads)(x, train)
-        for up_index, (width, skip) in enumerate(zip(reversed(self.widths), reversed(skips))):
-            x = _UpConv(width, self.dtype, name=f"ConvTranspose_{up_index}")(x)
-            x = jnp.concatenate([x, skip], axis=-1)
-            x = _Block(width, self.norm, self.dtype, grads)(x, train)
-        x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
-        return x[:, :h, :w, :].astype(jnp.float32)
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.norm not in NORMS:
+      raise ValueError(f'norm: got {self.norm!r}, expected one of {NORMS}')
+    if self.conv_grads not in CONV_GRADS:
+      raise ValueError(f'conv_grads: got {self.conv_grads!r}, expected one of {CONV_GRADS}')
+    grads = self.conv_grads
+    if grads == 'auto':
+      grads = 'xla'
+    if self.num_classes < 1 or not self.widths or min(self.widths) < 1 or self.bottleneck < 1:
+      raise ValueError(
+        f'UNet: expected num_classes >= 1 and positive widths/bottleneck, got '
+        f'num_classes={self.num_classes}, widths={tuple(self.widths)}, bottleneck={self.bottleneck}'
+      )
+    if x.ndim != 4:
+      raise ValueError(f'x: expected (N, H, W, C), got shape {tuple(x.shape)}')
+    n, h, w, _ = x.shape
+    m = 2 ** len(self.widths)
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+      x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
+    x = x.astype(self.dtype)
+    skips = []
+    for width in self.widths:
+      x = _Block(width, self.norm, self.dtype, grads)(x, train)
+      skips.append(x)
+      x = _max_pool_2x2(x)
+    x = _Block(self.bottleneck, self.norm, self.dtype, grads)(x, train)
+    for up_index, (width, skip) in enumerate(zip(reversed(self.widths), reversed(skips))):
+      x = _UpConv(width, self.dtype, name=f'ConvTranspose_{up_index}')(x)
+      x = jnp.concatenate([x, skip], axis=-1)
+      x = _Block(width, self.norm, self.dtype, grads)(x, train)
+    x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
+    return x[:, :h, :w, :].astype(jnp.float32)

@@ -5,6 +5,7 @@ with variables `{'params': {'encoder', 'head'}}` (no batch statistics); see
 `yiplearn.models.classifier`. Images (B, H, W, C) float32 with H, W divisible by `patch_size`
 -> features (B, dim) -> logits.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ from yiplearn.models.classifier import Classifier
 
 class EncoderBlock(nn.Module):
   """Pre-LN transformer block: x + MHA(LN(x)); x + MLP(LN(x))."""
+
   num_heads: int
   mlp_ratio: int = 2
 
@@ -39,6 +41,7 @@ class ViTEncoder(nn.Module):
     dim: token width; depth: number of blocks; num_heads: attention heads (divides dim).
     pool: 'cls' (a learned class token) or 'mean' (mean over patch tokens).
   """
+
   patch_size: int = 4
   dim: int = 32
   depth: int = 2
@@ -69,8 +72,15 @@ class ViTEncoder(nn.Module):
     return x[:, 0] if self.pool == 'cls' else jnp.mean(x, axis=1)
 
 
-def vit_classifier(num_classes: int, patch_size: int = 4, dim: int = 32, depth: int = 2,
-                   num_heads: int = 2, mlp_ratio: int = 2, pool: str = 'cls') -> Classifier:
+def vit_classifier(
+  num_classes: int,
+  patch_size: int = 4,
+  dim: int = 32,
+  depth: int = 2,
+  num_heads: int = 2,
+  mlp_ratio: int = 2,
+  pool: str = 'cls',
+) -> Classifier:
   """A ViT `Classifier`; see the module docstring."""
   if num_classes < 1:
     raise ValueError(f'num_classes={num_classes}; expected >= 1')
