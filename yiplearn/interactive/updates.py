@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from yiplearn import losses
+from yiplearn import losses, optim
 from yiplearn.clicks import Clicks, model_input, select
 from yiplearn.interactive import user
 
@@ -292,39 +292,8 @@ def set_learning_rate(state: AdaptState, lr: Any) -> AdaptState:
   return state._replace(opt_state=put(state.opt_state), anchor=anchor)
 
 
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
-def guarded_update(
-  tx: optax.GradientTransformation,
-  state: AdaptState,
-  loss: jax.Array,
-  grads: Any,
-  enabled: Any = True,
-  scale: float = 1.0,
-) -> AdaptState:
-  """One optimiser step when ``enabled`` and loss/grads are finite; otherwise params/opt_state unchanged.
-
-  ``step`` counts enabled attempts, ``skipped`` the enabled attempts with non-finite loss or gradients.
-  ``scale`` multiplies the updates (a static learning-rate multiplier).
-  """
-  enabled = jnp.asarray(enabled, bool)
-  finite = jnp.isfinite(loss) & _all_finite(grads)
-  ok = enabled & finite
-  safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(ok, g, jnp.zeros_like(g)), grads)
-  updates, new_opt = tx.update(safe_grads, state.opt_state, state.params)
-  if scale != 1.0:
-    updates = jax.tree_util.tree_map(lambda u: u * scale, updates)
-  new_params = optax.apply_updates(state.params, updates)
-  pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-  return state._replace(
-    params=pick(new_params, state.params),
-    opt_state=pick(new_opt, state.opt_state),
-    step=state.step + enabled.astype(jnp.int32),
-    skipped=state.skipped + (enabled & ~finite).astype(jnp.int32),
-  )
+_all_finite = optim.all_finite
+guarded_update = optim.guarded_update
 
 
 def episodic_reset(state: AdaptState) -> AdaptState:
