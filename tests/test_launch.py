@@ -48,14 +48,17 @@ def test_dataset_card_end_to_end(tmp_path):
   [
     (['--config', 'configs/quickstart.py:sise=3'], "'sise' is not known; valid keys:"),
     (['--config', 'configs/quickstart.py:size=big'], "size='big': expected int"),
-    (['--config', 'configs/quickstart.py', '--config.nope=1'], "config has no key 'nope'"),
+    (
+      ['--config', 'configs/quickstart.py', '--config.nope=1'],
+      "config.nope='1': expected a key that exists; there: ",
+    ),
     (
       ['--config', 'configs/does_not_exist.py'],
-      "config file 'configs/does_not_exist.py' not found",
+      "--config='configs/does_not_exist.py': expected an existing configs/<name>.py",
     ),
     (
       ['--config', 'configs/quickstart.py', '--config.experiment=bogus'],
-      "config.experiment='bogus' is not known",
+      "config.experiment='bogus': expected one of ",
     ),
   ],
 )
@@ -74,3 +77,31 @@ def test_missing_manual_dir_is_one_line(tmp_path):
   )
   line = _error_line(proc)
   assert 'RIM-ONE' in line and str(nowhere) in line
+
+
+def test_programming_errors_keep_their_traceback(tmp_path):
+  """A ValueError that is not a UserError (a bug) is not turned into one line: traceback, status 1."""
+  (tmp_path / 'boom_experiment.py').write_text(
+    'def run(config, workdir):\n  raise ValueError("internal bug")\n'
+  )
+  (tmp_path / 'boom.py').write_text(
+    'import ml_collections\n\n\ndef get_config():\n'
+    '  return ml_collections.ConfigDict({"experiment": "boom"})\n'
+  )
+  code = (
+    'import sys; sys.path.insert(0, sys.argv.pop(1)); from absl import app; import launch.run as r; '
+    'from yiplearn import experiments; experiments.EXPERIMENTS["boom"] = "boom_experiment"; '
+    'app.run(r.main, flags_parser=r._parse_flags)'
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', code, str(tmp_path), '--config', str(tmp_path / 'boom.py')]
+    + ['--workdir', str(tmp_path / 'w')],
+    cwd=ROOT,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+  assert 'Traceback' in proc.stderr and 'ValueError: internal bug' in proc.stderr
+  assert not any(l.startswith('error:') for l in proc.stderr.splitlines())

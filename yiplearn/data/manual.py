@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from yiplearn import errors
+
 PathLike = str | os.PathLike
 
 
@@ -88,7 +90,7 @@ def find_files(root: PathLike, pattern: str, *, case_sensitive: bool = False) ->
 
 def missing_error(
   *, dataset: str, download: str, manual_dir: PathLike | None, pattern: str, detail: str = ''
-) -> FileNotFoundError:
+) -> errors.MissingDataError:
   """Builds the single-line error raised when a release is not where it should be.
 
   Args:
@@ -102,14 +104,15 @@ def missing_error(
     A ``FileNotFoundError`` (to be raised by the caller).
   """
   where = str(manual_dir) if manual_dir is not None else '<no manual_dir given>'
-  msg = (
-    f'{dataset}: no files matching {pattern!r} found under manual_dir {where!r}. '
-    f'Download {download} and unpack it (any layout) under that directory, or pass '
-    f'manual_dir=<folder containing it>.'
+  msg = errors.message(
+    f'{dataset}.manual_dir',
+    where,
+    f'a folder holding files matching {pattern!r}: download {download} and unpack it (any '
+    f'layout) under that directory, or pass manual_dir=<folder containing it>.',
   )
   if detail:
     msg += ' ' + detail.strip()
-  return FileNotFoundError(msg.replace('\n', ' '))
+  return errors.MissingDataError(msg.replace('\n', ' '))
 
 
 def require_files(

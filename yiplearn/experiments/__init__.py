@@ -7,7 +7,11 @@ never imports the others.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
+from typing import Any
+
+from yiplearn import errors
 
 EXPERIMENTS = {
   'quickstart': 'yiplearn.experiments.quickstart',
@@ -24,7 +28,36 @@ EXPERIMENTS = {
 def get(name: str) -> Callable:
   """The `run(config, workdir)` function of experiment `name`."""
   if name not in EXPERIMENTS:
-    raise ValueError(
-      f'config.experiment={name!r} is not known; valid experiments: {", ".join(sorted(EXPERIMENTS))}'
-    )
+    raise errors.invalid('config.experiment', name, f'one of {", ".join(sorted(EXPERIMENTS))}')
   return importlib.import_module(EXPERIMENTS[name]).run
+
+
+class _QuietLibraries:
+  """Drops INFO records of orbax and tfds (one line per file operation) from the absl log."""
+
+  def filter(self, record) -> bool:
+    noisy = 'orbax' in record.pathname or 'tensorflow_datasets' in record.pathname
+    return record.levelno >= 30 or not noisy
+
+
+def launch(config: Any, workdir: str) -> dict:
+  """What `launch/run.py` does after parsing flags: the experiment's run, with `config.json` written."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  from yiplearn.io import files  # pylint: disable=g-import-not-at-top
+
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  run = get(config.get('experiment', None))
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    text = config.to_json_best_effort(indent=2) + '\n'
+    files.atomic_write_text(os.path.join(workdir, 'config.json'), text)
+  logging.info(
+    'experiment %s, workdir %s, %d process(es), devices %s',
+    config.experiment,
+    workdir,
+    jax.process_count(),
+    jax.devices(),
+  )
+  return run(config, workdir)
