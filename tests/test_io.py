@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import logging
 import os
 
 import jax.numpy as jnp
@@ -88,6 +89,19 @@ def test_metric_writer_jsonl_and_tensorboard(tmp_path):
     [r['step'] for r in recs] == [1, 2] and recs[0]['phase'] == 'train' and recs[1]['loss'] == 0.25
   )
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tensorboard'))
+
+
+def test_metric_writer_tags_are_legal_and_resume_trims(tmp_path, caplog):
+  assert writers.tag_name('val/dice@5') == 'val/dice_at_5'
+  assert writers.tag_name('/a b:c') == 'a_b_c' and writers.tag_name('train/loss') == 'train/loss'
+  with caplog.at_level(logging.INFO), writers.MetricWriter(tmp_path) as w:
+    for step in (1, 2, 3):
+      w.write(step, {'val/dice@1': 0.5, 'val/cup_auc': 0.25})
+  assert not [r for r in caplog.records if 'illegal' in r.getMessage()]
+  # A run resumed from step 2 drops the record of step 3 (written after its checkpoint).
+  writers.MetricWriter(tmp_path, tensorboard=False, resume_step=2).close()
+  recs = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in recs] == [1, 2] and recs[0]['val/dice@1'] == 0.5
 
 
 def test_plots_write_png(tmp_path):

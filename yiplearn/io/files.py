@@ -14,7 +14,13 @@ import tempfile
 import zipfile
 from typing import Any
 
+import jax
 import numpy as np
+
+
+def is_writer() -> bool:
+  """Whether this process writes the workdir's files: process 0 (every process computes the same results)."""
+  return jax.process_index() == 0
 
 
 def _json_default(obj: Any) -> Any:

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use('Agg')
-import jax
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
@@ -24,7 +23,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
   buf = io.BytesIO()
   fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
   plt.close(fig)
-  if jax.process_index() == 0:  # multi-host: only process 0 writes results
+  if files.is_writer():  # multi-host: one process writes results
     files.atomic_write_bytes(path, buf.getvalue())
   return os.fspath(path)
 

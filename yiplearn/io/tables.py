@@ -9,8 +9,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-
 from yiplearn.io import files
 
 
@@ -98,7 +96,7 @@ def write_table(
     raise ValueError(f'rows={type(rows).__name__}: expected a list of dicts, one per table row')
   stem = os.fspath(path_stem)
   md = to_markdown(rows, columns, title, floatfmt)
-  if jax.process_index() != 0:  # multi-host: only process 0 writes results
+  if not files.is_writer():  # multi-host: one process writes results
     return md
   files.atomic_write_text(stem + '.md', md)
   files.atomic_write_text(stem + '.csv', to_csv(rows, columns))

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
-from yiplearn.io.files import _json_default, atomic_write_text
+from yiplearn.io.files import _json_default, atomic_write_text, is_writer
+
+_ILLEGAL_TAG = re.compile(r'[^-/\w.]')
 
 
-def _is_writer_process() -> bool:
-  return jax.process_index() == 0
+def tag_name(name: str) -> str:
+  """A legal TensorBoard tag for a metric name (`val/dice@5` -> `val/dice_at_5`).
+
+  TensorBoard accepts letters, digits and `_-./` only and logs "Summary name ... is illegal" for anything else; the
+  JSONL records keep the original names.
+  """
+  return _ILLEGAL_TAG.sub('_', name.replace('@', '_at_')).lstrip('/')
 
 
 def resume_jsonl(path: str | os.PathLike, key: str, done: int) -> JsonlWriter:
@@ -25,7 +32,7 @@ def resume_jsonl(path: str | os.PathLike, key: str, done: int) -> JsonlWriter:
   and possibly a last line cut short (no newline); both are dropped atomically, so the resumed log holds
   each item exactly once.
   """
-  if _is_writer_process():
+  if is_writer():
     kept = []
     if os.path.exists(path):
       with open(path, encoding='utf-8') as f:
@@ -44,7 +51,7 @@ class JsonlWriter:
   def __init__(self, path: str | os.PathLike, *, append: bool = True):
     self.path = os.fspath(path)
     self._f = None
-    if _is_writer_process():
+    if is_writer():
       os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
       self._f = open(self.path, 'a' if append else 'w', encoding='utf-8')
 
@@ -71,11 +78,18 @@ class JsonlWriter:
 class MetricWriter:
   """Scalars to `<workdir>/metrics.jsonl` and TensorBoard events under `<workdir>/tensorboard`."""
 
-  def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+  def __init__(
+    self, workdir: str | os.PathLike, *, tensorboard: bool = True, resume_step: int | None = None
+  ):
+    """`resume_step`: a resumed run drops the records of steps after it (written before the kill)."""
     self.workdir = os.fspath(workdir)
-    self._jsonl = JsonlWriter(os.path.join(self.workdir, 'metrics.jsonl'))
+    path = os.path.join(self.workdir, 'metrics.jsonl')
+    if resume_step is None:
+      self._jsonl = JsonlWriter(path)
+    else:
+      self._jsonl = resume_jsonl(path, 'step', int(resume_step) + 1)
     self._tb = None
-    if tensorboard and _is_writer_process():
+    if tensorboard and is_writer():
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
       self._tb = SummaryWriter(os.path.join(self.workdir, 'tensorboard'))
@@ -87,7 +101,7 @@ class MetricWriter:
       v = float(np.asarray(value))
       values[name] = v
       if self._tb is not None:
-        self._tb.add_scalar(name, v, global_step=int(step))
+        self._tb.add_scalar(tag_name(name), v, global_step=int(step))
     self._jsonl.write({'step': int(step), 'time': time.time(), **tags, **values})
 
   def flush(self) -> None:
