@@ -19,8 +19,8 @@ _ILLEGAL_TAG = re.compile(r'[^-/\w.]')
 def tag_name(name: str) -> str:
   """A legal TensorBoard tag for a metric name (`val/dice@5` -> `val/dice_at_5`).
 
-  TensorBoard accepts letters, digits and `_-./` only and logs "Summary name ... is illegal" for anything else; the
-  JSONL records keep the original names.
+  TensorBoard accepts letters, digits and `_-./` only and logs "Summary name ... is illegal" for
+  anything else; the JSONL records keep the original names.
   """
   return _ILLEGAL_TAG.sub('_', name.replace('@', '_at_')).lstrip('/')
 
