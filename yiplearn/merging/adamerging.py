@@ -4,7 +4,8 @@ theta(lambda) = theta_0 + sum_k lambda_k tau_k with lambda (K,) task-wise or (L,
 (one row per leaf of the variables pytree). Per batch: `steps` optimiser steps (Adam) on the mean
 prediction entropy of the merged model w.r.t. lambda (clipped to [clip_min, clip_max]), then
 predict the batch with the updated coefficients. Coefficients persist across batches.
-Same (init, update) protocol as `yiplearn.merging.online`.
+An `OnlineMethod` (see `yiplearn.merging.protocol`); each step goes through the one guarded step
+(`yiplearn.optim.guarded_apply`): a non-finite entropy or gradient skips it and is counted.
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from yiplearn import optim
 from yiplearn.merging import tree as tr
-from yiplearn.merging.online import BN_MODES, OnlineMethod, _check, _copy, entropy, entropy_score
+from yiplearn.merging.protocol import (
+  BN_MODES,
+  OnlineMethod,
+  check,
+  check_num_experts,
+  copy_tree,
+  entropy,
+  entropy_score,
+)
 
 PyTree = Any
 
@@ -47,25 +57,20 @@ def adamerging(
   bn_mode: str = 'merge',
 ) -> OnlineMethod:
   """AdaMerging as an (init, update) pair. `init_value` defaults to 1/K (the uniform mean)."""
-  _check('num_experts', num_experts, num_experts >= 1, '>= 1')
-  _check('steps', steps, steps >= 1, '>= 1')
-  _check('learning_rate', learning_rate, learning_rate > 0, '> 0')
-  _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  check('num_experts', num_experts, num_experts >= 1, '>= 1')
+  check('steps', steps, steps >= 1, '>= 1')
+  check('learning_rate', learning_rate, learning_rate > 0, '> 0')
+  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
   opt = optax.adam(learning_rate)
   value = 1.0 / num_experts if init_value is None else init_value
   bn_batch = bn_mode == 'batch'
 
   def init(experts, base):
-    _check(
-      'experts (leading axis)',
-      tr.num_experts(experts),
-      tr.num_experts(experts) == num_experts,
-      f'{num_experts} experts',
-    )
+    check_num_experts(experts, num_experts)
     shape = (tr.num_leaves(base), num_experts) if layerwise else (num_experts,)
     lam = jnp.full(shape, value, jnp.float32)
     return AdaMergingState(
-      _copy(base),
+      copy_tree(base),
       tr.task_vectors(experts, base),
       lam,
       opt.init(lam),
@@ -83,13 +88,9 @@ def adamerging(
     def body(carry, _):
       lam, opt_state, skipped = carry
       loss, g = jax.value_and_grad(loss_fn)(lam)
-      ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))  # a non-finite step is skipped and counted
-      upd, new_opt = opt.update(g, opt_state, lam)
-      new_lam = jnp.clip(optax.apply_updates(lam, upd), clip_min, clip_max)
-      lam, opt_state = jax.tree.map(
-        lambda a, b: jnp.where(ok, a, b), (new_lam, new_opt), (lam, opt_state)
-      )
-      return (lam, opt_state, skipped + (~ok).astype(jnp.int32)), loss
+      lam, opt_state, _, bad = optim.guarded_apply(opt, lam, opt_state, loss, g)
+      lam = jnp.clip(lam, clip_min, clip_max)
+      return (lam, opt_state, skipped + bad.astype(jnp.int32)), loss
 
     (lam, opt_state, skipped), losses = jax.lax.scan(
       body, (state.lam, state.opt_state, jnp.asarray(state.skipped, jnp.int32)), None, length=steps

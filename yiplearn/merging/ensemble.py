@@ -3,7 +3,7 @@
 `output_ensemble(model, weighting='mean')`: p = (1/K) sum_k p_k.
 `weighting='entropy'`: p = sum_k w_k p_k with w = softmax(-H_k / T), H_k the mean prediction
 entropy of expert k on the batch (T = 0: the lowest-entropy expert).
-Returned logits are log p (B, C). Same (init, update) protocol as `yiplearn.merging.online`.
+Returned logits are log p (B, C). An `OnlineMethod` (see `yiplearn.merging.protocol`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from yiplearn.merging import tree as tr
-from yiplearn.merging.online import (
+from yiplearn.merging.protocol import (
   BN_MODES,
   OnlineMethod,
-  _check,
-  _copy,
   candidate_weights,
+  check,
+  copy_tree,
   entropy,
 )
 
@@ -40,14 +40,14 @@ def expert_logits(model, experts: PyTree, x: jax.Array, bn_mode: str = 'merge') 
 def output_ensemble(
   model, *, weighting: str = 'mean', temperature: float = 0.05, bn_mode: str = 'merge'
 ) -> OnlineMethod:
-  _check('weighting', weighting, weighting in ('mean', 'entropy'), "'mean' or 'entropy'")
-  _check('temperature', temperature, temperature >= 0, '>= 0')
-  _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  check('weighting', weighting, weighting in ('mean', 'entropy'), "'mean' or 'entropy'")
+  check('temperature', temperature, temperature >= 0, '>= 0')
+  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
 
   def init(experts, base):
     del base
     tr.num_experts(experts)
-    return EnsembleState(_copy(experts), jnp.zeros((), jnp.int32))
+    return EnsembleState(copy_tree(experts), jnp.zeros((), jnp.int32))
 
   def update(state: EnsembleState, x: jax.Array):
     logits_k = expert_logits(model, state.experts, x, bn_mode)

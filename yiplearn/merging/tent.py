@@ -4,7 +4,8 @@ normalisation layers' affine parameters (BatchNorm / LayerNorm scale and bias).
 init(experts, base) merges the experts uniformly; each update predicts the batch (with batch
 statistics in BatchNorm by default, as Tent does) and takes `steps` optimiser steps on the mean
 prediction entropy w.r.t. the selected parameters. The logits returned are those of the forward
-pass before the update (Tent's protocol). Same (init, update) protocol as `merging.online`.
+pass before the update (Tent's protocol). An `OnlineMethod` (see `merging.protocol`); each step goes through
+`yiplearn.optim.guarded_apply` (a non-finite entropy or gradient skips it and is counted).
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from yiplearn import errors, optim
 from yiplearn.merging import static
 from yiplearn.merging import tree as tr
-from yiplearn.merging.online import BN_MODES, OnlineMethod, _check, _copy, entropy, entropy_score
+from yiplearn.merging.protocol import (
+  BN_MODES,
+  OnlineMethod,
+  check,
+  copy_tree,
+  entropy,
+  entropy_score,
+)
 
 PyTree = Any
 
@@ -40,18 +49,18 @@ def tent(
   marginal_weight: float = 0.0,
 ) -> OnlineMethod:
   """Tent on the mean merge; `predicate(path)` selects the adapted leaves."""
-  _check('steps', steps, steps >= 1, '>= 1')
-  _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
-  _check('optimizer', optimizer, optimizer in ('adam', 'sgd'), "'adam' or 'sgd'")
+  check('steps', steps, steps >= 1, '>= 1')
+  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  check('optimizer', optimizer, optimizer in ('adam', 'sgd'), "'adam' or 'sgd'")
   opt = optax.adam(learning_rate) if optimizer == 'adam' else optax.sgd(learning_rate, 0.9)
   bn_batch = bn_mode == 'batch'
 
   def init(experts, base):
     del base
-    v = _copy(static.mean_merge(experts))
+    v = copy_tree(static.mean_merge(experts))
     train, _ = tr.partition(v, predicate)
     if not jax.tree.leaves(train):
-      raise ValueError('predicate selects no leaves; expected normalisation scale/bias params')
+      raise errors.invalid('predicate', 'selects no leaves', 'normalisation scale/bias params')
     return TentState(v, opt.init(train), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
   def update(state: TentState, x: jax.Array):
@@ -65,15 +74,8 @@ def tent(
     def body(carry, i):
       params, opt_state, skipped = carry
       (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
-      ok = jnp.isfinite(loss) & jnp.all(
-        jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(g)])
-      )
-      upd, new_opt = opt.update(g, opt_state, params)
-      new_params = optax.apply_updates(params, upd)
-      params, opt_state = jax.tree.map(
-        lambda a, b: jnp.where(ok, a, b), (new_params, new_opt), (params, opt_state)
-      )
-      return (params, opt_state, skipped + (~ok).astype(jnp.int32)), (loss, logits)
+      params, opt_state, _, bad = optim.guarded_apply(opt, params, opt_state, loss, g)
+      return (params, opt_state, skipped + bad.astype(jnp.int32)), (loss, logits)
 
     (params, opt_state, skipped), (losses, all_logits) = jax.lax.scan(
       body, (train, state.opt_state, state.skipped), jnp.arange(steps)
