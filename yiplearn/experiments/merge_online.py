@@ -42,7 +42,7 @@ from absl import logging
 
 from yiplearn.data import streams as stream_lib
 from yiplearn.experiments import merge_data, merge_methods, train_experts
-from yiplearn.io import checkpoints, files, tables, writers
+from yiplearn.io import files, loop, tables
 from yiplearn.io.progress import Progress
 from yiplearn.merging import tree as tr
 
@@ -130,30 +130,34 @@ def run_stream(
 def run_stream_resumable(
   update, init_state, stream, *, stream_dir: str, name: str, meta: dict, checkpoint_every: int
 ) -> tuple[dict, str]:
-  """One (method, stream) pair, checkpointed every `checkpoint_every` batches under `stream_dir/name/`
-  (merging state, batches done, correct, n) and finished into `stream_dir/name.json`.
+  """One (method, stream) pair as an `io.loop.ItemLoop` over its batches: checkpointed every
+  `checkpoint_every` batches under `stream_dir/name/` (merging state, batches done, correct, n) and
+  finished into `stream_dir/name.json`.
 
   A run killed at any point and started again continues from the last checkpoint; its trace
   (`stream_dir/name.jsonl`) is trimmed to the checkpoint, so the result and trace equal an
-  uninterrupted run's. Returns ({accuracy, n}, trace path).
+  uninterrupted run's. Returns ({accuracy, n, skipped}, trace path).
   """
-  done_path = os.path.join(stream_dir, f'{name}.json')
   log_path = os.path.join(stream_dir, f'{name}.jsonl')
-  if os.path.exists(done_path):
-    return files.read_json(done_path), log_path
-  ckpt = checkpoints.Checkpointer(os.path.join(stream_dir, name), max_to_keep=1)
-  state, start, correct, n = init_state(), 0, 0, 0
-  if ckpt.latest_step() is not None:
-    state, extra = ckpt.restore(None, state)
-    start, correct, n = int(extra['batches_done']), int(extra['correct']), int(extra['n'])
-    logging.info('%s: resumed after %d of %d batches', name, start, len(stream))
-  trace = writers.resume_jsonl(log_path, 'batch', start)
+  items = loop.ItemLoop(
+    os.path.join(stream_dir, name),
+    len(stream),
+    every=checkpoint_every,
+    desc=f'{meta.get("target", "")} {name} batches',
+    done_path=os.path.join(stream_dir, f'{name}.json'),
+    log_path=log_path,
+    log_key='batch',
+    log_every_s=60.0,
+  )
+  if items.finished:
+    return items.result(), log_path
+  state, extra = items.restore(init_state())
+  correct, n = int(extra.get('correct', 0)), int(extra.get('n', 0))
   # Updates skipped for a non-finite loss or gradient (Tent, AdaMerging; 0 for forward-only methods).
   skipped = [int(np.asarray(getattr(state, 'skipped', 0)))]
 
   def on_batch(i, state, correct, n):
-    if (i + 1) % checkpoint_every == 0 and i + 1 < len(stream):
-      ckpt.save(i + 1, state, extra={'batches_done': i + 1, 'correct': correct, 'n': n})
+    items.save(i + 1, state, extra={'batches_done': i + 1, 'correct': correct, 'n': n})
     skipped[0] = int(np.asarray(getattr(state, 'skipped', 0)))
     return state
 
@@ -161,19 +165,14 @@ def run_stream_resumable(
     update,
     state,
     stream,
-    trace=trace,
+    trace=items.log,
     meta=meta,
-    start=start,
+    start=items.start,
     correct=correct,
     n=n,
     on_batch=on_batch,
   )
-  trace.close()
-  ckpt.close()
-  result = {'accuracy': acc, 'n': n, 'skipped': skipped[0]}
-  if jax.process_index() == 0:
-    files.atomic_write_json(done_path, result)
-  return result, log_path
+  return items.finish({'accuracy': acc, 'n': n, 'skipped': skipped[0]}), log_path
 
 
 def entropy_landscape(
@@ -340,7 +339,7 @@ def run(config: Any, workdir: str) -> dict:
         f'target {target}: experts {", ".join(sources)}',
         resolution=int(config.get('landscape_resolution', 12)),
       )
-    if jax.process_index() == 0:  # multi-host: only process 0 writes results
+    if files.is_writer():  # multi-host: one process writes results
       files.atomic_write_json(partial, target_rows)
     rows.extend(target_rows)
     logging.info(
@@ -348,7 +347,7 @@ def run(config: Any, workdir: str) -> dict:
       target,
       {(r['stream'], r['method']): round(r['accuracy'], 4) for r in target_rows},
     )
-  if jax.process_index() == 0:  # the per-stream traces, gathered in run order
+  if files.is_writer():  # the per-stream traces, gathered in run order
     text = []
     for path in trace_paths:
       if os.path.exists(path):
