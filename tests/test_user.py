@@ -145,22 +145,57 @@ def test_exclude_removes_pixels():
   assert 10 <= int(coord[0]) < 13 and 10 <= int(coord[1]) < 13
 
 
-def test_first_click_in_largest_gt_component():
+def ref_first_click_region(gt):
+  """The largest single-class foreground component (ties: first pixel in raster order)."""
+  comps = []
+  for k in range(1, int(gt.max()) + 1):
+    lab, n = ndi.label(gt == k, structure=EIGHT)
+    for i in range(1, n + 1):
+      m = lab == i
+      comps.append((-int(m.sum()), int(np.flatnonzero(m)[0]), m))
+  return min(comps, key=lambda t: t[:2])[2]
+
+
+def test_first_click_in_largest_single_class_component():
   rng = np.random.default_rng(4)
   fc = jax.jit(lambda k, g: user.first_click(k, g))
   fcd = jax.jit(lambda k, g: user.first_click(k, g, policy='deepest'))
   for trial in range(6):
     gt, _ = random_maps(rng, (32, 32), 3)
-    lab, n = ndi.label(gt > 0, structure=EIGHT)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    largest = lab == np.argmax(sizes)
+    largest = ref_first_click_region(gt)
     coord, label, valid = fc(jax.random.PRNGKey(trial), jnp.asarray(gt))
     r, c = np.asarray(coord)
     assert bool(valid) and largest[r, c] and int(label) == gt[r, c] > 0
     coord, label, valid = fcd(jax.random.PRNGKey(trial), jnp.asarray(gt))
-    d, rc = ref_deepest(largest)
-    assert tuple(np.asarray(coord)) == rc
+    assert tuple(np.asarray(coord)) == ref_deepest(largest)[1]
+
+
+def fundus_mask(size, disc, cup, cup_shift=(0, 0)):
+  """Background 0, rim 1 (disc minus cup), cup 2: discs of radius `disc` and `cup`."""
+  rr, cc = np.mgrid[:size, :size] - size // 2
+  gt = np.zeros((size, size), np.int32)
+  gt[rr**2 + cc**2 <= disc**2] = 1
+  gt[(rr - cup_shift[0]) ** 2 + (cc - cup_shift[1]) ** 2 <= cup**2] = 2
+  return gt
+
+
+@pytest.mark.parametrize('policy', user.POLICIES)
+def test_fundus_first_click_is_the_larger_of_rim_and_cup(policy):
+  """Against an empty prediction: the rim when its component is the larger, else the cup."""
+  fc = jax.jit(lambda k, g: user.first_click(k, g, policy=policy))
+  cases = [(12, 5, (0, 0)), (12, 7, (1, -1)), (12, 9, (0, 0)), (12, 10, (0, 1)), (10, 6, (2, 0))]
+  seen = set()
+  for i, (disc, cup, shift) in enumerate(cases):
+    gt = fundus_mask(32, disc, cup, shift)
+    rim, cupm = gt == 1, gt == 2
+    assert ndi.label(rim, structure=EIGHT)[1] == 1  # the rim is one component here
+    want = 1 if rim.sum() > cupm.sum() else 2
+    seen.add(want)
+    for s in range(3):
+      coord, label, valid = fc(jax.random.PRNGKey(10 * i + s), jnp.asarray(gt))
+      r, c = np.asarray(coord)
+      assert bool(valid) and int(label) == want == gt[r, c], (disc, cup, rim.sum(), cupm.sum())
+  assert seen == {1, 2}  # both outcomes are exercised
 
 
 @pytest.mark.parametrize('policy', user.POLICIES)
@@ -237,7 +272,7 @@ def test_validation():
     user.correction_click(key, t, jnp.zeros((8, 9), jnp.int32), 2)
   with pytest.raises(ValueError, match='integer dtype'):
     user.first_click(key, jnp.zeros((8, 8), jnp.float32))
-  with pytest.raises(ValueError, match='n must'):
+  with pytest.raises(ValueError, match='n=0: expected'):
     user.simulate_clicks(key, t, t, 2, 0)
   with pytest.raises(ValueError, match='num_classes'):
     user.simulate_clicks(key, t, t, 1, 3)
