@@ -30,7 +30,7 @@ def _rand(seed, h=20, w=24, k=3, scale=2.0):
 
 def _np_ccg(logits, target, coords, labels, valid, sigma, variant):
   """Direct double loop over clicks and explicit windows."""
-  h, w, _ = logits.shape
+  h, w, k = logits.shape
   p = _np_softmax(logits)
   window = 3 * sigma if variant == 'paper' else 10
   total = 0.0
@@ -45,7 +45,7 @@ def _np_ccg(logits, target, coords, labels, valid, sigma, variant):
           continue
         g = np.exp(-((i - ci) ** 2 + (j - cj) ** 2) / (2 * sigma**2))
         pt = p[i, j, target[i, j]]
-        total += g * (-np.log(pt) if variant == 'paper' else 1 - pt)
+        total += g * (-np.log(pt) if variant == 'paper' else np.log(np.e + k - 1) - pt)
   if variant == 'paper':
     return total / (max(n, 1) * h * w)
   return total / (h * w)
@@ -101,7 +101,7 @@ def test_ccg_window_is_inclusive_and_variant_windows_differ():
   g1 = np.exp(-(np.arange(-9, 10) ** 2) / 18.0).sum() ** 2
   g2 = np.exp(-(np.arange(-10, 11) ** 2) / 18.0).sum() ** 2
   np.testing.assert_allclose(paper, g1 * np.log(2) / (h * w), rtol=1e-5)
-  np.testing.assert_allclose(released, g2 * 0.5 / (h * w), rtol=1e-5)
+  np.testing.assert_allclose(released, g2 * (np.log(np.e + 1) - 0.5) / (h * w), rtol=1e-5)
 
 
 def test_ccg_only_counts_pixels_of_the_click_class():
@@ -236,7 +236,7 @@ def test_gradients_finite_for_saturated_logits():
 
 
 def test_shape_validation():
-  with pytest.raises(ValueError, match='logits/target'):
+  with pytest.raises(ValueError, match='target.shape=.4, 5.: expected'):
     losses.dice_loss(jnp.zeros((4, 4, 2)), jnp.zeros((4, 5), jnp.int32), 2)
   with pytest.raises(ValueError, match='num_classes'):
     losses.dice_loss(jnp.zeros((4, 4, 2)), jnp.zeros((4, 4), jnp.int32), 3)

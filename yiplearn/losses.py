@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from yiplearn import errors
 from yiplearn.clicks import Clicks
 
 __all__ = [
@@ -32,10 +33,11 @@ _CCG_VARIANTS = ('paper', 'released')
 
 
 def _check_ranks(logits: jax.Array, target: jax.Array) -> None:
-  if logits.ndim < 3 or target.ndim != logits.ndim - 1 or target.shape != logits.shape[:-1]:
-    raise ValueError(
-      f'logits/target: expected logits (..., H, W, K) and target (..., H, W) with matching leading '
-      f'shape, got logits {tuple(logits.shape)} and target {tuple(target.shape)}'
+  if logits.ndim < 3:
+    raise errors.invalid('logits.shape', tuple(logits.shape), '(..., H, W, K)')
+  if target.shape != logits.shape[:-1]:
+    raise errors.invalid(
+      'target.shape', tuple(target.shape), f'{tuple(logits.shape[:-1])} (logits.shape without K)'
     )
 
 
@@ -76,11 +78,9 @@ def dice_loss(
   """
   _check_ranks(logits, target)
   if logits.shape[-1] != num_classes:
-    raise ValueError(
-      f"num_classes: got {num_classes}, expected the logits' last dim {logits.shape[-1]}"
-    )
+    raise errors.invalid('num_classes', num_classes, f"the logits' last dim {logits.shape[-1]}")
   if exclude_background and num_classes < 2:
-    raise ValueError(f'num_classes: got {num_classes}, expected >= 2 when exclude_background=True')
+    raise errors.invalid('num_classes', num_classes, '>= 2 when exclude_background=True')
   p = jnp.exp(_log_probs(logits))
   g = jax.nn.one_hot(target, num_classes, dtype=jnp.float32)
   inter = jnp.sum(p * g, axis=(-3, -2))
@@ -173,7 +173,10 @@ def ccg_loss(
   """Click-Centred Gaussian loss (DESIGN.md 1.1), per image.
 
   ``paper``:    sum_c sum_ij G_c I_c (-log p_ij[P_ij]) / (|C| H W), window 3 sigma.
-  ``released``: sum_c sum_ij G_c I_c (1 - p_ij[P_ij]) / (H W),     window +-10 px (the authors' code).
+  ``released``: sum_c sum_ij G_c I_c (log(e + K - 1) - p_ij[P_ij]) / (H W), window +-10 px: the
+  authors' code calls ``CrossEntropyLoss(one_hot(P), softmax(P_hat))`` (arguments swapped), i.e.
+  -sum_k p_k log_softmax(one_hot(P))_k, a linear penalty (the gradient of 1 - p) whose logged
+  value carries the constant; with sigma = 10 // 3 = 3 its window is 21 x 21.
   |C| = number of valid clicks (the loss is 0 without valid clicks).
 
   Args:
@@ -185,11 +188,9 @@ def ccg_loss(
   Returns: scalar float32.
   """
   if variant not in _CCG_VARIANTS:
-    raise ValueError(f'variant: got {variant!r}, expected one of {_CCG_VARIANTS}')
+    raise errors.invalid('variant', variant, f'one of {_CCG_VARIANTS}')
   if logits.ndim != 3:
-    raise ValueError(
-      f'logits: expected (H, W, K) for a single image (vmap for batches), got {logits.shape}'
-    )
+    raise errors.invalid('logits.shape', tuple(logits.shape), '(H, W, K) (vmap for batches)')
   _check_ranks(logits, target)
   if window is None:
     window = _default_window(variant, sigma)
@@ -199,7 +200,8 @@ def ccg_loss(
   if variant == 'paper':
     n = jnp.maximum(jnp.sum(clicks.valid.astype(jnp.float32)), 1.0)
     return jnp.sum(weights * -logpt) / (n * h * w)
-  return jnp.sum(weights * (1.0 - jnp.exp(logpt))) / (h * w)
+  const = jnp.log(jnp.e + (k - 1)).astype(jnp.float32)
+  return jnp.sum(weights * (const - jnp.exp(logpt))) / (h * w)
 
 
 def entropy_loss(logits: jax.Array) -> jax.Array:
@@ -215,7 +217,7 @@ def clicked_pixel_ce(logits: jax.Array, clicks: Clicks) -> jax.Array:
   (0 when no click is valid). Click coordinates are clipped into the image.
   """
   if logits.ndim != 3:
-    raise ValueError(f'logits: expected (H, W, K) for a single image, got {logits.shape}')
+    raise errors.invalid('logits.shape', tuple(logits.shape), '(H, W, K) (vmap for batches)')
   h, w, _ = logits.shape
   logp = _log_probs(logits)
   r = jnp.clip(clicks.coords[:, 0], 0, h - 1)
