@@ -153,7 +153,7 @@ CASES = [
     'model_input_rank',
     lambda p: clicks.model_input(jnp.zeros((H, W)), clicks.empty_clicks(2), K),
     ValueError,
-    'image must be (H, W, C) for a single image, got shape (8, 8)',
+    'image.shape=(8, 8): expected (H, W, C) for a single image',
   ),
   (
     'label_map_range',
@@ -166,19 +166,19 @@ CASES = [
     'click_outside_image',
     lambda p: clicks.from_lists([[5, 1]], [1], 3, shape=(4, 4)),
     ValueError,
-    'coords must lie inside the image of shape (4, 4), got [[5, 1]]',
+    'coords=[[5, 1]]: expected inside the image of shape (4, 4)',
   ),
   (
     'clicks_over_capacity',
     lambda p: clicks.from_lists([[0, 0], [1, 1], [2, 2]], [1, 1, 1], 2),
     ValueError,
-    'capacity must be an integer >= max(1, number of clicks=3), got 2',
+    'capacity=2: expected an integer >= max(1, number of clicks=3)',
   ),
   (
     'click_label_range',
     lambda p: clicks.from_lists([[0, 0]], [3], 2, num_classes=3),
     ValueError,
-    'labels must be in [0, 3), got [3]',
+    'labels=[3]: expected classes in [0, 3)',
   ),
   # Hyper-parameters and experiment configs (checked before any data is built).
   (

@@ -64,7 +64,7 @@ def test_from_lists_and_validation():
   assert C.from_lists([], [], 3).valid.sum() == 0
   with pytest.raises(ValueError, match='capacity'):
     C.from_lists([(1, 2), (3, 4)], [0, 1], 1)
-  with pytest.raises(ValueError, match='same length'):
+  with pytest.raises(ValueError, match=r'len\(labels\)=2: expected len\(coords\) = 1'):
     C.from_lists([(1, 2)], [0, 1], 3)
   with pytest.raises(ValueError, match='inside the image'):
     C.from_lists([(8, 2)], [0], 3, shape=(8, 8))
@@ -184,3 +184,17 @@ def test_jit_vmap_no_recompile():
         np.asarray(out[b]), np.asarray(C.model_input(img[b], cs[b], 3, sigma=3.0)), atol=1e-6
       )
   assert traces['n'] == 1
+
+
+@pytest.mark.parametrize('encoding', C.ENCODINGS)
+def test_reverse_classes_orders_channels_k_minus_1_to_0(encoding):
+  c = C.from_lists([(2, 3), (9, 9), (12, 4)], [0, 2, 1], 4)
+  fwd = np.asarray(C.guidance_maps(c, (16, 16), 3, encoding=encoding, sigma=2.0))
+  rev = np.asarray(
+    C.guidance_maps(c, (16, 16), 3, encoding=encoding, sigma=2.0, reverse_classes=True)
+  )
+  np.testing.assert_array_equal(rev, fwd[..., [2, 1, 0]])
+  assert rev[9, 9, 0] == 1.0 and rev[2, 3, 2] == 1.0  # [cup, rim, bg]: cup click in channel 0
+  img = jnp.zeros((16, 16, 1))
+  x = C.model_input(img, c, 3, encoding=encoding, sigma=2.0, reverse_classes=True)
+  np.testing.assert_array_equal(np.asarray(x[..., 1:]), rev)

@@ -16,6 +16,9 @@ labelled k.
   followed by min-max normalisation; it is computed as a sum of separable
   outer products (O(T (H + W) + T H W K)) rather than a 2-D convolution.
 * ``disk`` (RITM): binary disks, pixel p is 1 when ||p - click|| <= radius.
+
+``reverse_classes=True`` orders the channels K-1, ..., 0, as the authors' released code does
+([cup, rim, background] on fundus, [foreground, background] on brain); needed to load its weights.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yiplearn import errors
 from yiplearn.imageops import gaussian_kernel1d
 
 __all__ = [
@@ -65,7 +69,7 @@ class Clicks(NamedTuple):
 def empty_clicks(capacity: int) -> Clicks:
   """A click set with ``capacity`` (static, >= 1) slots, all invalid."""
   if int(capacity) != capacity or capacity < 1:
-    raise ValueError(f'capacity must be a positive integer, got {capacity!r}')
+    raise errors.invalid('capacity', capacity, 'a positive integer')
   capacity = int(capacity)
   return Clicks(
     coords=jnp.zeros((capacity, 2), jnp.int32),
@@ -137,24 +141,20 @@ def from_lists(
   )
   lab = np.asarray(labels, dtype=np.int64).reshape(-1)
   if c.shape[0] != lab.shape[0]:
-    raise ValueError(
-      f'coords and labels must have the same length, got {c.shape[0]} coords and {lab.shape[0]} labels'
-    )
+    raise errors.invalid('len(labels)', lab.shape[0], f'len(coords) = {c.shape[0]}')
   if int(capacity) != capacity or capacity < max(1, c.shape[0]):
-    raise ValueError(
-      f'capacity must be an integer >= max(1, number of clicks={c.shape[0]}), got {capacity!r}'
+    raise errors.invalid(
+      'capacity', capacity, f'an integer >= max(1, number of clicks={c.shape[0]})'
     )
   if shape is not None:
     h, w = shape
     bad = (c[:, 0] < 0) | (c[:, 0] >= h) | (c[:, 1] < 0) | (c[:, 1] >= w)
     if bad.any():
-      raise ValueError(
-        f'coords must lie inside the image of shape {tuple(shape)}, got {c[bad].tolist()}'
-      )
+      raise errors.invalid('coords', c[bad].tolist(), f'inside the image of shape {tuple(shape)}')
   if num_classes is not None:
     bad = (lab < 0) | (lab >= num_classes)
     if bad.any():
-      raise ValueError(f'labels must be in [0, {num_classes}), got {lab[bad].tolist()}')
+      raise errors.invalid('labels', lab[bad].tolist(), f'classes in [0, {num_classes})')
   n = c.shape[0]
   capacity = int(capacity)
   coords_a = np.zeros((capacity, 2), np.int32)
@@ -185,23 +185,22 @@ def _check_guidance_args(
   clicks: Clicks, shape, num_classes, encoding, sigma, radius, truncate_sigmas
 ) -> None:
   if not isinstance(clicks, Clicks):
-    raise ValueError(f'clicks must be a Clicks, got {type(clicks).__name__}')
+    raise errors.invalid('type(clicks)', type(clicks).__name__, 'Clicks')
   if clicks.coords.ndim != 2 or clicks.coords.shape[-1] != 2:
-    raise ValueError(
-      f'clicks.coords must be (T, 2) for a single image, got shape {clicks.coords.shape}; use jax.vmap for batches'
+    raise errors.invalid(
+      'clicks.coords.shape', tuple(clicks.coords.shape), '(T, 2) for one image (jax.vmap batches)'
     )
   if len(shape) != 2 or min(shape) < 1:
-    raise ValueError(f'shape must be (H, W) with positive sizes, got {shape!r}')
+    raise errors.invalid('shape', tuple(shape), '(H, W) with positive sizes')
   if int(num_classes) != num_classes or num_classes < 1:
-    raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
+    raise errors.invalid('num_classes', num_classes, 'a positive integer')
   if encoding not in ENCODINGS:
-    raise ValueError(f'encoding must be one of {ENCODINGS}, got {encoding!r}')
+    raise errors.invalid('encoding', encoding, f'one of {ENCODINGS}')
   if encoding == 'gaussian' and not (sigma > 0 and truncate_sigmas > 0):
-    raise ValueError(
-      f'sigma and truncate_sigmas must be > 0, got sigma={sigma!r}, truncate_sigmas={truncate_sigmas!r}'
-    )
+    bad = 'sigma' if not sigma > 0 else 'truncate_sigmas'
+    raise errors.invalid(bad, sigma if bad == 'sigma' else truncate_sigmas, '> 0')
   if encoding == 'disk' and not radius >= 0:
-    raise ValueError(f'radius must be >= 0, got {radius!r}')
+    raise errors.invalid('radius', radius, '>= 0')
 
 
 def guidance_maps(
@@ -213,6 +212,7 @@ def guidance_maps(
   sigma: float = 5.0,
   radius: float = 5.0,
   truncate_sigmas: float = 3.0,
+  reverse_classes: bool = False,
 ) -> jax.Array:
   """Click maps, one channel per class.
 
@@ -228,6 +228,7 @@ def guidance_maps(
       ``int(truncate_sigmas * sigma + 0.5)``.
     radius: disk radius in pixels (static).
     truncate_sigmas: Gaussian truncation in sigmas (static).
+    reverse_classes: channel k holds class K - 1 - k (the released code's order; static).
 
   Returns:
     (H, W, K) float32 in [0, 1].
@@ -245,7 +246,8 @@ def guidance_maps(
   if encoding == 'disk':
     inside = (dr[:, :, None] ** 2 + dc[:, None, :] ** 2).astype(jnp.float32) <= float(radius) ** 2
     maps = jnp.einsum('thw,tk->hwk', inside.astype(jnp.float32), onehot, precision=hp)
-    return (maps > 0).astype(jnp.float32)
+    out = (maps > 0).astype(jnp.float32)
+    return out[..., ::-1] if reverse_classes else out
   kern = gaussian_kernel1d(sigma, truncate_sigmas)
   r = (kern.shape[0] - 1) // 2
   kern = jnp.asarray(kern, jnp.float32)
@@ -259,7 +261,8 @@ def guidance_maps(
   span = hi - lo
   has = onehot.sum(axis=0)[None, None, :] > 0
   out = jnp.where(has & (span > 0), (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
-  return out.astype(jnp.float32)
+  out = out.astype(jnp.float32)
+  return out[..., ::-1] if reverse_classes else out
 
 
 def model_input(
@@ -271,6 +274,7 @@ def model_input(
   sigma: float = 5.0,
   radius: float = 5.0,
   prev_mask: jax.Array | None = None,
+  reverse_classes: bool = False,
 ) -> jax.Array:
   """Network input: image channels ++ guidance maps [++ previous mask].
 
@@ -278,7 +282,7 @@ def model_input(
     image: (H, W, C) float32.
     clicks: Clicks.
     num_classes: K (static).
-    encoding, sigma, radius: see :func:`guidance_maps`.
+    encoding, sigma, radius, reverse_classes: see :func:`guidance_maps`.
     prev_mask: optional (H, W) or (H, W, 1), cast to float32 (e.g. the
       previous foreground mask or probability); ``None`` adds no channel.
 
@@ -286,19 +290,27 @@ def model_input(
     (H, W, C + K) or (H, W, C + K + 1) float32.
   """
   if jnp.ndim(image) != 3:
-    raise ValueError(f'image must be (H, W, C) for a single image, got shape {jnp.shape(image)}')
+    raise errors.invalid('image.shape', tuple(jnp.shape(image)), '(H, W, C) for a single image')
   h, w = image.shape[:2]
   parts = [
     jnp.asarray(image, jnp.float32),
-    guidance_maps(clicks, (h, w), num_classes, encoding=encoding, sigma=sigma, radius=radius),
+    guidance_maps(
+      clicks,
+      (h, w),
+      num_classes,
+      encoding=encoding,
+      sigma=sigma,
+      radius=radius,
+      reverse_classes=reverse_classes,
+    ),
   ]
   if prev_mask is not None:
     pm = jnp.asarray(prev_mask, jnp.float32)
     if pm.shape == (h, w):
       pm = pm[..., None]
     if pm.shape != (h, w, 1):
-      raise ValueError(
-        f'prev_mask must be (H, W) or (H, W, 1) = {(h, w)}, got shape {jnp.shape(prev_mask)}'
+      raise errors.invalid(
+        'prev_mask.shape', tuple(jnp.shape(prev_mask)), f'{(h, w)} or {(h, w, 1)}'
       )
     parts.append(pm)
   return jnp.concatenate(parts, axis=-1)
