@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/quickstart
 
-.PHONY: install run lint format test bench clean
+.PHONY: install run lint format test bench clean device-wheels device-smoke
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ format: install
 
 test: lint
 	$(PY) -m pytest -q tests
+
+# The GPU machine's check (benchmarks/README.md, "Device check"): the cp312 wheels it lacks into .whl/, and the
+# same script on CPU with tiny sizes (every phase; the test suite runs a few of them).
+device-wheels: install
+	$(PY) benchmarks/device_check.py wheels --dest .whl
+
+device-smoke: install
+	JAX_PLATFORMS=cpu PYTHON=$(PY) OUT=runs/device_smoke bash benchmarks/device_check.sh --smoke
 
 clean:
 	rm -rf $(VENV) runs

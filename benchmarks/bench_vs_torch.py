@@ -62,15 +62,18 @@ def unet_forward_flops(hw: int, cin: int, classes: int, widths, bottleneck: int)
   return flops + conv(s, c, classes, 1)
 
 
-def torch_matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
+def torch_matmul_peak(n: int = 2048, repeats: int = 5, device: str = 'cpu') -> dict:
   import torch  # pylint: disable=g-import-not-at-top
 
-  a, b = torch.randn(n, n), torch.randn(n, n)
+  sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+  a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
   torch.mm(a, b)
+  sync()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     torch.mm(a, b)
+    sync()
     times.append(time.perf_counter() - t0)
   return {
     'n': n,
@@ -79,7 +82,9 @@ def torch_matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
   }
 
 
-def bench_size(name: str, repeats: int, warmup: int) -> dict:
+def bench_size(
+  name: str, repeats: int, warmup: int, device: str = 'cpu', loss_rtol: float = 1e-4
+) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import torch_reference as tr  # pylint: disable=g-import-not-at-top
 
@@ -98,11 +103,14 @@ def bench_size(name: str, repeats: int, warmup: int) -> dict:
   cur = clicks_lib.select(cl, jnp.arange(hp.num_clicks) <= t)
   x_prev = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(hp.num_clicks) < t))
   x_cur = U.make_input(hp, image, cur)
-  to_t = lambda x: torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(2, 0, 1)[None]))
+  to_t = lambda x: torch.from_numpy(
+    np.ascontiguousarray(np.asarray(x).transpose(2, 0, 1)[None])
+  ).to(device)
   xp_t, xc_t = to_t(x_prev), to_t(x_cur)
 
   tmodel = tr.UNet(channels + classes, classes, widths, bottleneck)
   tr.load_flax_params(tmodel, params)
+  tmodel.to(device)
   adapter = tr.Adapter(
     tmodel, classes, lr, beta=hp.beta, ccg_sigma=hp.ccg_sigma, pi_clicks=hp.num_clicks
   )
@@ -119,9 +127,9 @@ def bench_size(name: str, repeats: int, warmup: int) -> dict:
     f'  {name}: same first MI loss: yiplearn {float(loss_j):.6f}, torch {loss_t:.6f} (rel diff {rel:.1e})',
     flush=True,
   )
-  if rel > 1e-4:
+  if rel > loss_rtol:
     raise RuntimeError(
-      f'{name}: the two implementations disagree on the MI loss (rel diff {rel:.2e})'
+      f'{name}: the two implementations disagree on the MI loss (rel diff {rel:.2e} > {loss_rtol:g})'
     )
 
   img_np, gt_np = np.asarray(image), np.asarray(gt)
@@ -255,7 +263,8 @@ def markdown(rows: list[dict], mach: dict, peaks: dict) -> str:
       )
   lines.append('')
   lines.append(
-    f'Matmul peak (2048^2 f32, median): jnp.dot {jp:.1f} GFLOP/s, torch.mm {tp:.1f} GFLOP/s. '
+    f'Matmul peak (2048^2 f32, median): jnp.dot {jp:.1f} GFLOP/s, torch.mm {tp:.1f} GFLOP/s; torch on '
+    f'{mach.get("torch_device", "cpu")}, precision {mach.get("precision", {}).get("flag", "default")}. '
     f'{common.describe(mach)}'
   )
   return '\n'.join(lines) + '\n'
@@ -268,6 +277,21 @@ def main() -> None:
   p.add_argument('--warmup', type=int, default=1)
   p.add_argument(
     '--threads', type=int, default=0, help='torch intra-op threads (0: the usable CPUs)'
+  )
+  p.add_argument(
+    '--torch_device',
+    default='auto',
+    help="torch's device: cpu, cuda, or auto (cuda when available)",
+  )
+  p.add_argument(
+    '--precision',
+    choices=('default', 'highest'),
+    default='default',
+    help="float32 convolutions and matmuls: default = each library's (on NVIDIA GPUs TF32 in both), "
+    'highest = true float32 in both (jax_default_matmul_precision, torch allow_tf32 off)',
+  )
+  p.add_argument(
+    '--loss_rtol', type=float, default=1e-4, help='largest relative MI loss difference accepted'
   )
   p.add_argument('--out', default='bench_vs_torch.json')
   p.add_argument('--md', default=None)
@@ -288,15 +312,30 @@ def main() -> None:
   import torch  # pylint: disable=g-import-not-at-top
 
   torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+  dev = args.torch_device
+  if dev == 'auto':
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+  if args.precision == 'highest':
+    jax.config.update('jax_default_matmul_precision', 'highest')
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
   warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
   mach = common.machine()
   mach['torch'] = torch.__version__
   mach['torch_threads'] = torch.get_num_threads()
-  peaks = {'jax': common.measure_matmul_peak(), 'torch': torch_matmul_peak()}
+  mach['torch_device'] = torch.cuda.get_device_name(0) if dev.startswith('cuda') else dev
+  mach['precision'] = {
+    'flag': args.precision,
+    'jax_default_matmul_precision': jax.config.jax_default_matmul_precision,
+    'torch_cudnn_allow_tf32': torch.backends.cudnn.allow_tf32,
+    'torch_matmul_allow_tf32': torch.backends.cuda.matmul.allow_tf32,
+  }
+  peaks = {'jax': common.measure_matmul_peak(), 'torch': torch_matmul_peak(device=dev)}
   rows = []
   for s in sizes:
-    rows.append(bench_size(s, args.repeats, args.warmup))
-    peaks['torch_end'], peaks['jax_end'] = torch_matmul_peak(), common.measure_matmul_peak()
+    rows.append(bench_size(s, args.repeats, args.warmup, dev, args.loss_rtol))
+    peaks['torch_end'] = torch_matmul_peak(device=dev)
+    peaks['jax_end'] = common.measure_matmul_peak()
     mach['load_end'] = common.load_avg()
     table = markdown(rows, mach, peaks)
     common.save_results(

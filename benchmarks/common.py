@@ -36,6 +36,8 @@ SIZES = {
   'brain': (256, 1, 2, PAPER_WIDTHS, PAPER_BOTTLENECK, 5e-5),
   'fundus': (512, 3, 3, PAPER_WIDTHS, PAPER_BOTTLENECK, 1e-4),
   'small': (64, 1, 2, (8, 16, 32, 64), 128, 5e-5),
+  # Smoke runs only (benchmarks/device_check.sh --smoke on CPU): two levels, compiles in seconds.
+  'tiny': (32, 1, 2, (4, 8), 16, 5e-5),
 }
 
 

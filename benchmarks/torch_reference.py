@@ -116,16 +116,14 @@ def ccg_weights(
 ):
   """(H, W) summed click-centred Gaussian weights of the clicks whose label equals the target there."""
   h, w = target.shape[-2:]
-  rows = torch.arange(h, dtype=torch.float32)[None] - torch.as_tensor(
-    coords[:, :1], dtype=torch.float32
-  )
-  cols = torch.arange(w, dtype=torch.float32)[None] - torch.as_tensor(
-    coords[:, 1:2], dtype=torch.float32
-  )
+  f32 = dict(dtype=torch.float32, device=target.device)
+  rows = torch.arange(h, **f32)[None] - torch.as_tensor(coords[:, :1], **f32)
+  cols = torch.arange(w, **f32)[None] - torch.as_tensor(coords[:, 1:2], **f32)
   win, inv = 3.0 * sigma, 1.0 / (2 * sigma * sigma)
-  gr = torch.where(rows.abs() <= win, torch.exp(-rows * rows * inv), torch.zeros(()))
-  gc = torch.where(cols.abs() <= win, torch.exp(-cols * cols * inv), torch.zeros(()))
-  onehot = F.one_hot(torch.as_tensor(labels, dtype=torch.int64), num_classes).float()
+  gr = torch.where(rows.abs() <= win, torch.exp(-rows * rows * inv), torch.zeros((), **f32))
+  gc = torch.where(cols.abs() <= win, torch.exp(-cols * cols * inv), torch.zeros((), **f32))
+  labels = torch.as_tensor(labels, dtype=torch.int64, device=target.device)
+  onehot = F.one_hot(labels, num_classes).float()
   per_class = torch.einsum('ti,tj,tk->ijk', gr, gc, onehot)
   return per_class.gather(2, target.reshape(h, w, 1))[..., 0]
 
@@ -163,7 +161,11 @@ def make_input(image: np.ndarray, coords, labels, num_classes: int) -> torch.Ten
 
 
 class Adapter:
-  """The online state: model + Adam, with MI and PI steps as in yiplearn.interactive.updates."""
+  """The online state: model + Adam, with MI and PI steps as in yiplearn.interactive.updates.
+
+  The model's device (``model.to('cuda')`` before) is where the PI inputs are built; MI inputs are passed in
+  on it. Every step returns the loss as a Python float, so a call ends when its GPU work has.
+  """
 
   def __init__(
     self,
@@ -230,15 +232,16 @@ class Adapter:
     self, image: np.ndarray, first_coord, first_label, final: np.ndarray
   ) -> tuple[float, float]:
     """Two Adam steps after the image: stage 1 on f(I, {c_1}), stage 2 on the artificial clicks."""
-    target = torch.from_numpy(final.astype(np.int64))[None]
-    x1 = make_input(image, [first_coord], [first_label], self.k)
+    dev = next(self.model.parameters()).device
+    target = torch.from_numpy(final.astype(np.int64))[None].to(dev)
+    x1 = make_input(image, [first_coord], [first_label], self.k).to(dev)
     logits1 = self.model(x1)
     loss1 = self._step(dice_focal(logits1, target, self.k))
-    p1 = logits1.detach().argmax(1)[0].numpy()
+    p1 = logits1.detach().argmax(1)[0].cpu().numpy()
     coords, labels = self.correction_clicks(final, p1)
     if not len(coords):
       return loss1, 0.0
-    x2 = make_input(image, coords, labels, self.k)
+    x2 = make_input(image, coords, labels, self.k).to(dev)
     logits2 = self.model(x2)
     loss2 = dice_focal(logits2, target, self.k) + self.beta * ccg_loss(
       logits2, target, coords, labels, self.sigma
