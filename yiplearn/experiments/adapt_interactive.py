@@ -1,8 +1,8 @@
 """Online adaptation of a pre-trained click model on target streams (DESIGN.md 1.1, "Online protocol").
 
-For every target stream in `config.targets` and every method in `config.methods` (frozen, pi, pi_mi,
-mi_only, ia_sa, tent, oracle; `config.episodic` resets before each image) the pre-trained model
-from `config.checkpoint_dir` (a `pretrain` run's `best/`) is adapted online: one Adam state over
+For every target stream in `config.targets` and every method in `config.methods` (a name of
+`rules.METHODS`: frozen, pi, mi, pi_mi, ia_sa, tent, oracle, optionally with '_episodic';
+`config.episodic` resets every method before each image) the pre-trained model from `config.checkpoint_dir` (a `pretrain` run's `best/`) is adapted online: one Adam state over
 the whole stream, each image scored once with the simulated user (Dice after each of T clicks),
 before its own Post-Interaction update. The same clicks seed is used for every method.
 
@@ -24,7 +24,6 @@ a run started again in the same workdir resumes there and skips finished streams
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import Any
@@ -35,14 +34,21 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from yiplearn import metrics
-from yiplearn.experiments import seg_common
+from yiplearn import errors, metrics
+from yiplearn.experiments import interactive_setup, seg_common
+from yiplearn.interactive import rules
 from yiplearn.interactive import session as session_lib
-from yiplearn.interactive import updates
-from yiplearn.io import checkpoints, files, plots, progress, tables, writers
+from yiplearn.io import checkpoints, files, loop, plots, tables
 
 CLICKS_REPORTED = (1, 5, 10)
 NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+
+
+def _check_checkpoint_dir(path: str) -> None:
+  if not os.path.isdir(path):
+    raise errors.MissingDataError(
+      errors.message('checkpoint_dir', path, 'an existing best/ directory of a pretrain run')
+    )
 
 
 def load_pretrained(
@@ -50,15 +56,12 @@ def load_pretrained(
 ):
   """The pre-trained U-Net and its params from `config.checkpoint_dir` (a `pretrain` run's best/)."""
   if not config.checkpoint_dir:
-    raise ValueError(
-      "checkpoint_dir='': expected the best/ directory of a pretrain run "
-      '(or use stage=all to pre-train first)'
+    raise errors.invalid(
+      'checkpoint_dir',
+      '',
+      'the best/ directory of a pretrain run (or stage=all to pre-train first)',
     )
-  if not os.path.isdir(config.checkpoint_dir):
-    raise FileNotFoundError(
-      f'checkpoint_dir={config.checkpoint_dir!r} does not exist: expected the best/ '
-      'directory of a pretrain run'
-    )
+  _check_checkpoint_dir(config.checkpoint_dir)
   model = seg_common.make_unet(config.model, num_classes)
   channels = seg_common.input_channels(image_channels, num_classes, config.clicks.prev_mask)
   target = jax.eval_shape(
@@ -85,37 +88,36 @@ def _stream(
   config, model, params, target: str, method: str, images, masks, ids, key, workdir, sessions
 ):
   """Runs (or resumes) one method over one target stream; returns the per-image union-Dice curves (N, T, R)."""
-  hp = updates.hparams_from_config(config, method)
-  names = [n for n, _ in hp.report_unions]
-  done_path = os.path.join(workdir, 'streams', f'{target}__{method}.npz')
-  if os.path.exists(done_path):
-    return files.read_npz(done_path)  # never unpickles
-  state = updates.init_state(jax.tree.map(jnp.copy, params), hp)  # the session donates its state
-  ckpt = checkpoints.Checkpointer(
-    os.path.join(workdir, 'streams', f'{target}__{method}'), max_to_keep=1
-  )
+  spec = interactive_setup.spec_from_config(config)
+  rule = interactive_setup.rule_from_config(config, method)
+  tx = rules.make_optimizer(float(config.optim.lr))
+  names = [n for n, _ in spec.report_unions]
+  base = os.path.join(workdir, 'streams', f'{target}__{method}')
   n = len(images)
-  union = np.zeros((n, hp.num_clicks, len(names)), np.float32)
+  items = loop.ItemLoop(
+    base,
+    n,
+    every=int(config.checkpoint_every),
+    desc=f'{target}/{method} images',
+    done_path=base + '.npz',
+    log_path=base + '.jsonl',
+    log_key='index',
+  )
+  if items.finished:
+    return items.result()  # never unpickles
+  state = rules.init_state(rule, params, tx)  # owns copies: the session donates its state
+  union = np.zeros((n, spec.num_clicks, len(names)), np.float32)
   counts = np.zeros((n, 3), np.float64)  # updates, skipped, seconds
-  start = 0
-  if ckpt.latest_step() is not None:
-    saved = {'state': state, 'union': union, 'counts': counts}
-    saved, extra = ckpt.restore(None, saved)
-    state, union, counts = saved['state'], np.asarray(saved['union']), np.asarray(saved['counts'])
-    start = int(extra['images_done'])
-    logging.info('%s/%s: resumed after %d of %d images', target, method, start, n)
+  saved, _ = items.restore({'state': state, 'union': union, 'counts': counts})
+  state, union, counts = saved['state'], np.asarray(saved['union']), np.asarray(saved['counts'])
   if (
     method not in sessions
   ):  # one compiled session per method, reused by every target of the same shape
     sessions[method] = session_lib.make_session(
-      model, hp, unroll=int(config.get('session_unroll', 1))
+      model, spec, rule, tx=tx, unroll=int(config.get('session_unroll', 1))
     )
   session = sessions[method]
-  log = writers.resume_jsonl(
-    os.path.join(workdir, 'streams', f'{target}__{method}.jsonl'), 'index', start
-  )
-  prog = progress.Progress(n, f'{target}/{method} images', start=start)
-  for i in range(start, n):
+  for i in items:
     t0 = time.perf_counter()
     state, out = session(
       state, jnp.asarray(images[i]), jnp.asarray(masks[i]), jax.random.fold_in(key, i)
@@ -123,7 +125,7 @@ def _stream(
     out = jax.device_get(out)
     union[i] = out.union_dice
     counts[i] = (int(out.updates), int(out.skipped), time.perf_counter() - t0)
-    log.write(
+    items.log.write(
       {
         'target': target,
         'method': method,
@@ -134,43 +136,28 @@ def _stream(
         'skipped': int(out.skipped),
       }
     )
-    prog.update()
-    if (i + 1) % int(config.checkpoint_every) == 0 and i + 1 < n:
-      ckpt.save(
-        i + 1, {'state': state, 'union': union, 'counts': counts}, extra={'images_done': i + 1}
-      )
-  log.close()
-  result = {'union': union, 'counts': counts, 'names': np.asarray(names)}
-  if jax.process_index() == 0:  # every process holds the same result; one writes it
-    buf = io.BytesIO()
-    np.savez(buf, **result)
-    files.atomic_write_bytes(done_path, buf.getvalue())
-  return result
+    items.save(
+      i + 1, {'state': state, 'union': union, 'counts': counts}, extra={'images_done': i + 1}
+    )
+  # Every process holds the same result; one writes it.
+  return items.finish({'union': union, 'counts': counts, 'names': np.asarray(names)})
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   if not config.targets:
-    raise ValueError('targets={}: expected at least one target stream')
+    raise errors.invalid('targets', {}, 'at least one target stream')
   if not config.methods:
-    raise ValueError('methods=(): expected at least one method')
-  updates.check_method_names(list(config.methods))
+    raise errors.invalid('methods', (), 'at least one method')
   if int(config.checkpoint_every) < 1:
-    raise ValueError(
-      f'checkpoint_every={config.checkpoint_every}: expected a positive number of images'
-    )
+    raise errors.invalid('checkpoint_every', config.checkpoint_every, 'a positive number of images')
   if not float(config.optim.lr) > 0:
-    raise ValueError(f'optim.lr={config.optim.lr}: expected a positive learning rate')
+    raise errors.invalid('optim.lr', config.optim.lr, 'a positive learning rate')
   if int(config.clicks.max_clicks) < 1:
-    raise ValueError(
-      f'clicks.max_clicks={config.clicks.max_clicks}: expected a click budget >= 1 per image'
-    )
-  for method in config.methods:  # every other field of the session, before any data is built
-    updates.hparams_from_config(config, method)
-  if config.checkpoint_dir and not os.path.isdir(config.checkpoint_dir):
-    raise FileNotFoundError(
-      f'checkpoint_dir={config.checkpoint_dir!r} does not exist: expected the best/ '
-      'directory of a pretrain run'
-    )
+    raise errors.invalid('clicks.max_clicks', config.clicks.max_clicks, 'a click budget >= 1')
+  # every method name and hyper-parameter, before any data is built
+  interactive_setup.check_methods(config, config.methods)
+  if config.checkpoint_dir:
+    _check_checkpoint_dir(config.checkpoint_dir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -241,7 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
     all_rows += rows
     summary[target] = rows
-  if jax.process_index() == 0:
+  if files.is_writer():
     per_click = []
     for path in stream_logs:
       with open(path, encoding='utf-8') as f:
@@ -250,8 +237,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tables.write_table(
     os.path.join(workdir, 'results', 'interactive_all'), all_rows, title='Interactive segmentation'
   )
-  if jax.process_index() == 0:
+  if files.is_writer():
     files.atomic_write_json(os.path.join(workdir, 'results', 'interactive_summary.json'), summary)
-  if jax.process_index() == 0:  # wall-clock seconds: not deterministic, so kept out of results/
+  if files.is_writer():  # wall-clock seconds: not deterministic, so kept out of results/
     files.atomic_write_json(os.path.join(workdir, 'timing.json'), timing)
   return summary
