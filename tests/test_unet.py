@@ -159,7 +159,7 @@ def test_real_init_is_finite_and_seeded():
 def test_validation():
   with pytest.raises(ValueError, match='norm'):
     _init(UNet(num_classes=2, widths=(4,), bottleneck=4, norm='layer'), jnp.zeros((1, 8, 8, 1)))
-  with pytest.raises(ValueError, match='x: expected'):
+  with pytest.raises(ValueError, match=r'x.shape=\(8, 8, 1\): expected'):
     _init(UNet(num_classes=2, widths=(4,), bottleneck=4), jnp.zeros((8, 8, 1)))
 
 
@@ -253,3 +253,56 @@ def test_conv_grads_modes_give_the_same_model_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match='conv_grads'):
     UNet(num_classes=2, widths=(4,), bottleneck=4, conv_grads='fast').init(jax.random.PRNGKey(0), x)
+
+
+def _np_block(x, kernels, biases, eps):
+  """2 x (3x3 'SAME' conv + bias -> InstanceNorm(eps, no affine) -> ReLU) in float64 numpy."""
+  x = np.asarray(x, np.float64)
+  for k, b in zip(kernels, biases):
+    n, h, w, _ = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    k = np.asarray(k, np.float64)
+    y = sum(
+      np.einsum('nhwi,io->nhwo', xp[:, a : a + h, c : c + w], k[a, c])
+      for a in range(3)
+      for c in range(3)
+    ) + np.asarray(b, np.float64)
+    mean = y.mean(axis=(1, 2), keepdims=True)
+    var = y.var(axis=(1, 2), keepdims=True)
+    x = np.maximum((y - mean) / np.sqrt(var + eps), 0.0)
+  return x
+
+
+def test_released_conv_bias_and_instance_norm_eps():
+  """conv_bias adds a bias to every 3x3 conv (the released U-Net's parameters), which InstanceNorm
+  cancels; norm_eps=1e-5 is PyTorch's InstanceNorm2d eps, pinned against numpy."""
+  from yiplearn.models.unet import _Block  # pylint: disable=g-import-not-at-top
+
+  x = jax.random.normal(jax.random.PRNGKey(5), (2, 16, 16, 3))
+  plain, biased = UNet(2, (4, 8), 16), UNet(2, (4, 8), 16, conv_bias=True, norm_eps=1e-5)
+  n_plain = sum(v.size for v in jax.tree_util.tree_leaves(_fast_init(plain, x)))
+  var = _fast_init(biased, x)
+  assert sum(v.size for v in jax.tree_util.tree_leaves(var)) - n_plain == 2 * (4 + 8 + 16 + 8 + 4)
+  rng = np.random.default_rng(0)
+  noisy = jax.tree_util.tree_map_with_path(
+    lambda p, v: (
+      v + rng.normal(size=v.shape).astype(np.float32)
+      if 'Block' in jax.tree_util.keystr(p) and jax.tree_util.keystr(p).endswith("['bias']")
+      else v
+    ),
+    var,
+  )
+  np.testing.assert_allclose(
+    np.asarray(_apply(biased, noisy, x)), np.asarray(_apply(biased, var, x)), atol=2e-4
+  )
+  small = 1e-3 * x  # variance ~1e-6 per channel: the eps shows
+  blk = _Block(4, 'instance', jnp.float32, 'xla', True, 1e-5)
+  f = lambda *shape: jnp.asarray(0.3 * rng.normal(size=shape), jnp.float32)  # noqa: E731
+  # Small first bias: flax's fast variance E[x^2] - E[x]^2 loses float32 digits when |mean| >> std.
+  v = {'params': {'Conv_0': {'kernel': f(3, 3, 3, 4), 'bias': 1e-3 * f(4)}}}
+  v['params']['Conv_1'] = {'kernel': f(3, 3, 4, 4), 'bias': f(4)}
+  got = np.asarray(jax.jit(lambda v, x: blk.apply(v, x, False))(v, small))
+  ks = [v['params'][f'Conv_{i}']['kernel'] for i in range(2)]
+  bs = [v['params'][f'Conv_{i}']['bias'] for i in range(2)]
+  np.testing.assert_allclose(got, _np_block(small, ks, bs, 1e-5), rtol=1e-3, atol=1e-4)
+  assert np.abs(got - _np_block(small, ks, bs, 1e-6)).max() > 0.05

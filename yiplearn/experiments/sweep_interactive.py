@@ -32,7 +32,7 @@ from yiplearn import parallel
 from yiplearn.data import registry
 from yiplearn.experiments import adapt_interactive, pretrain, seg_common
 from yiplearn.interactive import updates
-from yiplearn.io import checkpoints, progress, tables
+from yiplearn.io import loop, tables
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -88,27 +88,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   n = len(images)
   union = np.zeros((s_real, n, hp.num_clicks, len(names)), np.float32)
   counts = np.zeros((s_real, n, 2), np.int64)  # updates, skipped
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'sweep', target), max_to_keep=1)
-  start = 0
-  if ckpt.latest_step() is not None:
-    saved, extra = ckpt.restore(None, {'state': states, 'union': union, 'counts': counts})
-    states, union, counts = saved['state'], np.asarray(saved['union']), np.asarray(saved['counts'])
-    start = int(extra['images_done'])
-    logging.info('sweep %s: resumed after %d of %d images', target, start, n)
-  prog = progress.Progress(
-    n, f'sweep {target}: {s_real} streams on {mesh.size} device(s), images', start=start
+  items = loop.ItemLoop(
+    os.path.join(workdir, 'sweep', target),
+    n,
+    every=int(config.checkpoint_every),
+    desc=f'sweep {target}: {s_real} streams on {mesh.size} device(s), images',
   )
+  saved, _ = items.restore({'state': states, 'union': union, 'counts': counts})
+  states, union, counts = saved['state'], np.asarray(saved['union']), np.asarray(saved['counts'])
   t0 = time.perf_counter()
-  for i in range(start, n):
+  for i in items:
     states, out = session(states, jnp.asarray(images[i]), jnp.asarray(masks[i]), fold(keys, i))
     out = parallel.to_host((out.union_dice, out.updates, out.skipped))
     union[:, i] = out[0][:s_real]
     counts[:, i] = np.stack([out[1][:s_real], out[2][:s_real]], -1)
-    prog.update()
-    if (i + 1) % int(config.checkpoint_every) == 0 and i + 1 < n:
-      ckpt.save(
-        i + 1, {'state': states, 'union': union, 'counts': counts}, extra={'images_done': i + 1}
-      )
+    items.save(
+      i + 1, {'state': states, 'union': union, 'counts': counts}, extra={'images_done': i + 1}
+    )
+  items.close()
   seconds = time.perf_counter() - t0
 
   rows = []

@@ -9,7 +9,9 @@ A block is 2 x (3x3 conv -> norm -> ReLU). ``norm``:
 * ``'batch'``: BatchNorm (needs ``mutable=['batch_stats']`` when ``train=True``);
 * ``'none'``: no normalisation (the convs then carry biases).
 
-Convolutions followed by a normalisation have no bias (it would be cancelled). Input spatial sizes that are not
+Convolutions followed by a normalisation have no bias (it would be cancelled), unless ``conv_bias``: the
+authors' released PyTorch U-Net keeps them (and InstanceNorm's eps 1e-5, ``norm_eps``), so its weights load
+one to one. Input spatial sizes that are not
 multiples of ``2 ** len(widths)`` are edge-padded at the bottom/right and the logits cropped back.
 """
 
@@ -22,6 +24,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from yiplearn import errors
 
 __all__ = ['UNet', 'NORMS', 'CONV_GRADS', 'conv3x3']
 
@@ -107,7 +111,7 @@ def _flax_conv3x3(
     and dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
   )
   if not simple:
-    raise ValueError("conv_grads='matmul' supports only 3x3 stride-1 'SAME' NHWC convolutions")
+    raise errors.invalid('conv_grads', 'matmul', "only with 3x3 stride-1 'SAME' NHWC convolutions")
   return conv3x3(lhs, rhs)
 
 
@@ -116,25 +120,28 @@ class _Block(nn.Module):
   norm: str
   dtype: Any
   conv_grads: str = 'xla'
+  conv_bias: bool = False
+  norm_eps: float | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     hook = _flax_conv3x3 if self.conv_grads == 'matmul' else None
+    eps = {} if self.norm_eps is None else {'epsilon': float(self.norm_eps)}
     for _ in range(2):
       x = nn.Conv(
         self.features,
         (3, 3),
         padding='SAME',
-        use_bias=self.norm == 'none',
+        use_bias=self.conv_bias or self.norm == 'none',
         dtype=self.dtype,
         conv_general_dilated=hook,
       )(x)
       if self.norm == 'instance':
-        x = nn.InstanceNorm(use_scale=False, use_bias=False, dtype=self.dtype)(x)
+        x = nn.InstanceNorm(use_scale=False, use_bias=False, dtype=self.dtype, **eps)(x)
       elif self.norm == 'group':
-        x = nn.GroupNorm(num_groups=_num_groups(self.features), dtype=self.dtype)(x)
+        x = nn.GroupNorm(num_groups=_num_groups(self.features), dtype=self.dtype, **eps)(x)
       elif self.norm == 'batch':
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, **eps)(x)
       x = nn.relu(x)
     return x
 
@@ -184,6 +191,10 @@ class UNet(nn.Module):
       ``lax.scan`` on CPU, ~1.3x slower outside one) or 'auto' [default]: 'xla', except that
       ``session.make_session`` switches an 'auto' U-Net to 'matmul' on CPU when its click loop is a rolled scan.
       Values and gradients are the same up to float rounding.
+    conv_bias: biases on the 3x3 convolutions before a normalisation too [False]; the released code's
+      U-Net has them (True loads its weights; with InstanceNorm they cancel in the forward pass).
+    norm_eps: the normalisation's epsilon; None [default] = flax's (1e-6 instance/group, 1e-5 batch),
+      1e-5 = PyTorch's InstanceNorm2d, as in the released code.
 
   Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
   ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
@@ -195,38 +206,47 @@ class UNet(nn.Module):
   norm: str = 'instance'
   dtype: Any = jnp.float32
   conv_grads: str = 'auto'
+  conv_bias: bool = False
+  norm_eps: float | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.norm not in NORMS:
-      raise ValueError(f'norm: got {self.norm!r}, expected one of {NORMS}')
+      raise errors.invalid('norm', self.norm, f'one of {NORMS}')
     if self.conv_grads not in CONV_GRADS:
-      raise ValueError(f'conv_grads: got {self.conv_grads!r}, expected one of {CONV_GRADS}')
+      raise errors.invalid('conv_grads', self.conv_grads, f'one of {CONV_GRADS}')
     grads = self.conv_grads
     if grads == 'auto':
       grads = 'xla'
     if self.num_classes < 1 or not self.widths or min(self.widths) < 1 or self.bottleneck < 1:
-      raise ValueError(
-        f'UNet: expected num_classes >= 1 and positive widths/bottleneck, got '
-        f'num_classes={self.num_classes}, widths={tuple(self.widths)}, bottleneck={self.bottleneck}'
+      raise errors.invalid(
+        'UNet(num_classes, widths, bottleneck)',
+        (self.num_classes, tuple(self.widths), self.bottleneck),
+        'num_classes >= 1 and positive widths and bottleneck',
       )
+    if self.norm_eps is not None and not self.norm_eps > 0:
+      raise errors.invalid('norm_eps', self.norm_eps, 'None or > 0')
     if x.ndim != 4:
-      raise ValueError(f'x: expected (N, H, W, C), got shape {tuple(x.shape)}')
+      raise errors.invalid('x.shape', tuple(x.shape), '(N, H, W, C)')
     n, h, w, _ = x.shape
     m = 2 ** len(self.widths)
     ph, pw = (-h) % m, (-w) % m
     if ph or pw:
       x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
     x = x.astype(self.dtype)
+
+    def block(features):
+      return _Block(features, self.norm, self.dtype, grads, self.conv_bias, self.norm_eps)
+
     skips = []
     for width in self.widths:
-      x = _Block(width, self.norm, self.dtype, grads)(x, train)
+      x = block(width)(x, train)
       skips.append(x)
       x = _max_pool_2x2(x)
-    x = _Block(self.bottleneck, self.norm, self.dtype, grads)(x, train)
+    x = block(self.bottleneck)(x, train)
     for up_index, (width, skip) in enumerate(zip(reversed(self.widths), reversed(skips))):
       x = _UpConv(width, self.dtype, name=f'ConvTranspose_{up_index}')(x)
       x = jnp.concatenate([x, skip], axis=-1)
-      x = _Block(width, self.norm, self.dtype, grads)(x, train)
+      x = block(width)(x, train)
     x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
     return x[:, :h, :w, :].astype(jnp.float32)
