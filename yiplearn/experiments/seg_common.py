@@ -9,6 +9,7 @@ The `data` sub-config of `pretrain` and `adapt_interactive`:
     sequence    LGG only: 'flair' | 't1' | 't1c' selects that channel and drops FLAIR-copy patients
     channels    explicit channel indices (used when `sequence` is empty; empty = all channels)
     sites       LGG only: keep these sites (empty = all); exclude_sites: drop these
+    releases    RIM-ONE DL only: keep these sub-releases ('r1', 'r2', 'r3'; empty = all)
     image_size  resize to this square size (0 = keep)
     norm        'unit' | 'zscore'
     foreground_only  keep only images with a non-empty mask (a click needs an object)
@@ -24,7 +25,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from yiplearn import checks
+from yiplearn import checks, errors
 from yiplearn.data import prepare, registry
 from yiplearn.models.unet import UNet
 
@@ -89,6 +90,17 @@ def load_segmentation(
     if sites:
       keep &= np.isin(arrays['site'], sites)
     keep &= ~np.isin(arrays['site'], exclude)
+  releases = tuple(data.get('releases', ()) or ())
+  if releases:
+    if 'release' not in arrays:
+      raise errors.invalid(
+        'data.releases', releases, f"a dataset with a 'release' field, not {data.name}"
+      )
+    found = sorted(set(np.asarray(arrays['release']).astype(str).tolist()))
+    for r in releases:
+      if r not in found:
+        raise errors.invalid('data.releases entry', r, f'one of the releases in {split!r}: {found}')
+    keep &= np.isin(np.asarray(arrays['release']).astype(str), releases)
   if data.get('foreground_only', True):
     keep &= arrays['mask'].reshape(len(keep), -1).max(axis=1) > 0
   arrays = prepare.select(arrays, keep)
@@ -128,3 +140,76 @@ def make_unet(model: ml_collections.ConfigDict, num_classes: int) -> UNet:
 def input_channels(image_channels: int, num_classes: int, prev_mask: bool) -> int:
   """Model input width: image channels ++ one guidance map per class (++ previous mask)."""
   return image_channels + num_classes + int(bool(prev_mask))
+
+
+# Segmentation domains for merging (`merge_seg`, `train_experts` with model.arch='unet').
+LGG_SITES = ('DU', 'HT', 'CS', 'FG')
+LGG_SEQUENCES = ('flair', 't1', 't1c')
+NUM_CLASSES = {'lgg_kaggle_3m': 2, 'synthetic_fundus': 3, 'rimone_dl': 3}
+
+
+def domain_config(cfg: ml_collections.ConfigDict, domain: str) -> ml_collections.ConfigDict:
+  """The `load_segmentation` config of one merging domain of `cfg` (see `load_domains`)."""
+  d = ml_collections.ConfigDict(
+    dict(
+      name=cfg.name,
+      manual_dir=cfg.get('manual_dir', ''),
+      kwargs=dict(cfg.get('kwargs', {}) or {}),
+      split='train',
+      sequence='',
+      channels=(),
+      sites=(),
+      exclude_sites=(),
+      releases=(),
+      image_size=int(cfg.image_size),
+      norm=cfg.get('norm', 'zscore'),
+      foreground_only=bool(cfg.get('foreground_only', True)),
+      max_images=0,
+      data_dir=cfg.get('data_dir', ''),
+    )
+  )
+  if cfg.name == 'lgg_kaggle_3m':
+    d.kwargs = dict(d.kwargs, variant='all_slices')
+    if cfg.get('domain_by', 'site') == 'sequence':
+      if domain not in LGG_SEQUENCES:
+        raise errors.invalid('data.domains entry', domain, f'one of {LGG_SEQUENCES}')
+      d.sequence = domain
+    else:
+      d.sites = (domain,)
+  elif cfg.name == 'synthetic_fundus':
+    d.kwargs = dict(d.kwargs, domain=domain, image_size=max(16, int(cfg.image_size)))
+  elif cfg.name == 'rimone_dl':
+    d.releases = (domain,)
+  else:
+    raise errors.invalid('data.name', cfg.name, f'one of {sorted(NUM_CLASSES)}')
+  return d
+
+
+def load_domains(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, int]:
+  """({domain: {'train': (images, masks), 'test': (images, masks)}}, num_classes).
+
+  `cfg` (the `data` sub-config of `merge_seg`): name ('lgg_kaggle_3m' | 'synthetic_fundus' |
+  'rimone_dl'), domains, image_size, norm, manual_dir, foreground_only, max_train / max_test (0 =
+  all), train_split / test_split (defaults: LGG 'train' / 'validation+test' (patient-level),
+  synthetic 'train' / 'test', RIM-ONE DL the official partition's 'train' / 'test'), domain_by
+  (LGG: 'site' = the TCGA institution, all 3 channels; 'sequence' = one MRI channel as a grey image,
+  FLAIR-copy patients left out), kwargs (builder config). RIM-ONE DL domains are the sub-releases
+  'r1' | 'r2' | 'r3' (the `release` feature).
+  """
+  domains = list(cfg.domains)
+  if len(domains) < 2:
+    raise errors.invalid('data.domains', tuple(domains), 'at least 2 domains')
+  default_test = 'validation+test' if cfg.name == 'lgg_kaggle_3m' else 'test'
+  splits = (
+    ('train', cfg.get('train_split', '') or 'train', int(cfg.get('max_train', 0))),
+    ('test', cfg.get('test_split', '') or default_test, int(cfg.get('max_test', 0))),
+  )
+  out = {}
+  for dom in domains:
+    out[dom] = {}
+    for key, split, limit in splits:
+      d = domain_config(cfg, dom)
+      d.split, d.max_images = split, limit
+      loaded = load_segmentation(d, workdir)
+      out[dom][key] = (loaded['images'], loaded['masks'])
+  return out, NUM_CLASSES[cfg.name]

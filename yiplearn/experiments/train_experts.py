@@ -1,16 +1,22 @@
 """Train a shared base model on pooled source domains, then one expert per source domain.
 
+Classifiers (`model.arch` 'resnet' | 'vit', cross-entropy) and segmentation U-Nets (`model.arch`
+'unet': image channels only, cross-entropy + soft Dice, `merging.segmentation.SegmentationModel`)
+share everything here: the guarded AdamW step, the cosine schedule, checkpoints, resume.
+
 Launch (any merging config; this program only trains):
   python -m launch.run --config configs/merge_digits.py --config.experiment=train_experts \
       --workdir runs/experts_digits
+  python -m launch.run --config configs/merge_seg_lgg.py:quick --config.experiment=train_experts \
+      --workdir runs/experts_seg
 
 Writes to the workdir:
   checkpoints/<family>/{base,expert_<domain>,fisher_<domain>}/  orbax checkpoints (resumed: a model
       whose checkpoint exists is loaded, not retrained)
-  results/expert_accuracy.{md,csv,json}  accuracy of the base and of every expert on every
-      domain's test split, and the training steps each skipped as non-finite
-Config fields used: seed, data (see `merge_data`), model (arch, widths, stage_sizes, patch_size,
-dim, depth, num_heads), train (base_steps, expert_steps, batch_size, lr, expert_lr,
+  results/expert_accuracy.{md,csv,json}  accuracy (segmentation: mean foreground Dice) of the base
+      and of every expert on every domain's test split, and the training steps skipped as non-finite
+Config fields used: seed, data (see `merge_data`; segmentation: `seg_common.load_domains`), model
+(arch, widths, stage_sizes, patch_size, dim, depth, num_heads; unet: widths, bottleneck, norm), train (base_steps, expert_steps, batch_size, lr, expert_lr,
 weight_decay, fisher_batches), sources (domains to train on; empty = all of data.domains).
 """
 
@@ -26,10 +32,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from yiplearn import parallel
-from yiplearn.experiments import merge_data
+from yiplearn import errors, losses, optim, parallel
+from yiplearn.experiments import merge_data, seg_common
 from yiplearn.io import checkpoints, tables
-from yiplearn.merging import static
+from yiplearn.merging import segmentation, static
 from yiplearn.models.classifier import Classifier
 from yiplearn.models.resnet import resnet_classifier
 from yiplearn.models.vit import vit_classifier
@@ -38,7 +44,7 @@ from yiplearn.models.vit import vit_classifier
 class Family(NamedTuple):
   """A base model, its experts (in `sources` order) and optional diagonal Fisher estimates."""
 
-  model: Classifier
+  model: Classifier | segmentation.SegmentationModel
   sources: list[str]
   base: Any
   experts: list[Any]
@@ -48,8 +54,17 @@ class Family(NamedTuple):
   )
 
 
-def make_model(model_cfg: Any, num_classes: int) -> Classifier:
+ARCHS = ('resnet', 'vit', 'unet')
+
+
+def is_segmentation(model: Any) -> bool:
+  return isinstance(model, segmentation.SegmentationModel)
+
+
+def make_model(model_cfg: Any, num_classes: int) -> Classifier | segmentation.SegmentationModel:
   arch = model_cfg.get('arch', 'resnet')
+  if arch == 'unet':
+    return segmentation.SegmentationModel(seg_common.make_unet(model_cfg, num_classes))
   if arch == 'resnet':
     return resnet_classifier(num_classes, tuple(model_cfg.stage_sizes), tuple(model_cfg.widths))
   if arch == 'vit':
@@ -60,44 +75,48 @@ def make_model(model_cfg: Any, num_classes: int) -> Classifier:
       int(model_cfg.depth),
       int(model_cfg.num_heads),
     )
-  raise ValueError(f"model.arch={arch!r}; expected 'resnet' or 'vit'")
+  raise errors.invalid('model.arch', arch, f'one of {ARCHS}')
 
 
 @functools.lru_cache(maxsize=16)
-def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
+def make_train_step(model, weight_decay: float = 0.0, mesh=None):
   """Jitted (variables, opt_state, x, y, lr) -> (variables, opt_state, loss), state donated.
 
-  A step whose loss, gradient or update is not finite leaves variables and optimiser state unchanged
-  and returns a NaN loss (counted by `train` as skipped).
+  The loss is cross-entropy for a classifier (logits (B, C), y (B,)) and cross-entropy + soft Dice
+  (foreground classes) for a segmentation model (logits (B, H, W, C), y (B, H, W)). The step is
+  `optim.guarded_apply`: a step whose loss, gradient or learning rate is not finite leaves variables
+  and optimiser state unchanged and returns a NaN loss (counted by `train` as skipped).
 
   AdamW with the learning rate passed per step (a traced scalar), so that one compiled step
   serves the base and every expert of a family (cached per model, weight decay and mesh). With a
   `mesh` (data parallelism) x and y are split over its first axis, everything else replicated;
   BatchNorm statistics and the loss are over the global batch, as on one device."""
-  tx = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay))
+  tx = optax.inject_hyperparams(
+    lambda learning_rate: optax.chain(
+      optax.scale_by_adam(),
+      optax.add_decayed_weights(weight_decay),
+      optax.scale_by_learning_rate(learning_rate),
+    )
+  )(learning_rate=0.0)
 
   def loss_fn(params, variables, x, y):
     v = dict(variables, params=params)
     feats, new_v = model.encode_with_updates(v, x)
     logits = model.head(new_v, feats)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    if logits.ndim == 4:  # segmentation: + soft Dice of the foreground classes
+      loss = loss + losses.dice_loss(logits, y, logits.shape[-1])
     return loss, new_v
 
   def step(variables, opt_state, x, y, lr):
     (loss, new_v), g = jax.value_and_grad(loss_fn, has_aux=True)(
       variables['params'], variables, x, y
     )
-    upd, new_opt = tx.update(g, opt_state, variables['params'])
-    upd = jax.tree.map(lambda u: -lr * u, upd)
-    new_v = dict(new_v, params=optax.apply_updates(variables['params'], upd))
-    finite = lambda tree: jnp.all(
-      jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)])
-    )
-    ok = jnp.isfinite(loss) & finite(g) & finite(new_v)  # a non-finite step is skipped
-    new_v, new_opt = jax.tree.map(
-      lambda a, b: jnp.where(ok, a, b), (new_v, new_opt), (variables, opt_state)
-    )
-    return new_v, new_opt, jnp.where(ok, loss, jnp.nan)
+    opt_state.hyperparams['learning_rate'] = lr
+    guard_loss = jnp.where(jnp.isfinite(lr), loss, jnp.nan)  # a non-finite lr skips the step too
+    params, new_opt, ok, _ = optim.guarded_apply(tx, variables['params'], opt_state, guard_loss, g)
+    new_v = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_v, variables)
+    return dict(new_v, params=params), new_opt, jnp.where(ok, loss, jnp.nan)
 
   if mesh is None:
     return tx, jax.jit(step, donate_argnums=(0, 1))
@@ -111,7 +130,7 @@ def make_train_step(model: Classifier, weight_decay: float = 0.0, mesh=None):
 
 
 def train(
-  model: Classifier,
+  model,
   variables: Any,
   x: np.ndarray,
   y: np.ndarray,
@@ -126,9 +145,10 @@ def train(
   mesh=None,
   stats: dict | None = None,
 ) -> Any:
-  """`steps` AdamW steps (cosine-decayed lr) of cross-entropy on (x, y) with reshuffled epochs.
+  """`steps` AdamW steps (cosine-decayed lr) of the model's loss on (x, y) with reshuffled epochs.
 
-  `balance`: batches drawn with replacement with probability inversely proportional to the class
+  y: class labels (N,) or segmentation masks (N, H, W) (flipped with their images). `balance`
+  (classification only): batches drawn with replacement with probability inversely proportional to the class
   frequency (class-balanced sampling). `flip`: each example flipped left-right with p = 0.5.
   `mesh`: data parallelism over its first axis (None: one device). Every process draws the same
   global batches (same seed) and places only its rows (`parallel.local_rows`); multi-process runs
@@ -148,7 +168,7 @@ def train(
     rows = parallel.local_rows(bs)
   order, pos, losses = rng.permutation(len(x)), 0, []
   p = None
-  if balance:
+  if balance and y.ndim == 1:
     counts = np.bincount(y)
     p = 1.0 / counts[y]
     p = p / p.sum()
@@ -164,7 +184,10 @@ def train(
     if flip:
       f = rng.random(len(idx)) < 0.5
       xb = np.where(f[:, None, None, None], xb[:, :, ::-1], xb)
-    xb, yb = np.asarray(xb), np.asarray(y[idx])
+    yb = y[idx]
+    if flip and yb.ndim == 3:
+      yb = np.where(f[:, None, None], yb[:, :, ::-1], yb)
+    xb, yb = np.asarray(xb), np.asarray(yb)
     if mesh is None:
       xb, yb, lr_i = jnp.asarray(xb), jnp.asarray(yb), jnp.float32(schedule(i))
     else:
@@ -190,12 +213,12 @@ def train(
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_fn(model: Classifier):
+def _predict_fn(model):
   return jax.jit(lambda v, b: jnp.argmax(model.apply(v, b), -1))
 
 
-def predict(model: Classifier, variables: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  """Argmax predictions (N,) in eval mode (running BatchNorm statistics)."""
+def predict(model, variables: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+  """Argmax predictions (N,) or (N, H, W) in eval mode (running BatchNorm statistics)."""
   fn = _predict_fn(model)
   return np.concatenate(
     [
@@ -205,8 +228,28 @@ def predict(model: Classifier, variables: Any, x: np.ndarray, batch_size: int = 
   )
 
 
-def accuracy(model: Classifier, variables: Any, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model, variables: Any, x: np.ndarray, y: np.ndarray) -> float:
+  """Classification accuracy; for a segmentation model the mean per-image foreground Dice."""
+  if is_segmentation(model):
+    return mean_dice(model, variables, x, y)
   return float(np.mean(predict(model, variables, x) == y))
+
+
+def mean_dice(model, variables: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 32) -> float:
+  """Mean over images of `segmentation.dice` (the mean Dice of the foreground classes)."""
+  fn = _dice_fn(model)
+  parts = [
+    np.asarray(
+      fn(variables, jnp.asarray(x[i : i + batch_size]), jnp.asarray(y[i : i + batch_size]))
+    )
+    for i in range(0, len(x), batch_size)
+  ]
+  return float(np.mean(np.concatenate(parts)))
+
+
+@functools.lru_cache(maxsize=16)
+def _dice_fn(model):
+  return jax.jit(lambda v, x, y: segmentation.dice(model.apply(v, x), y))
 
 
 def _cached(ckpt_root: str, name: str, target: Any, make, extra: dict | None = None) -> Any:
@@ -241,7 +284,7 @@ def train_family(
   """Base on pooled `sources`, then one expert per source, fine-tuned from the base (resumable)."""
   for s in sources:
     if s not in data:
-      raise ValueError(f'sources entry {s!r}; expected one of {sorted(data)}')
+      raise errors.invalid('sources entry', s, f'one of {sorted(data)}')
   t = config.train
   model = make_model(config.model, num_classes)
   mesh = parallel.mesh_from_config(config.get('mesh', None))  # data parallel over all devices
@@ -299,14 +342,15 @@ def train_family(
     experts.append(e)
     if with_fisher:
 
-      def make_fisher(e=e, x=x):
+      def make_fisher(e=e, x=x, i=i):
         bs = int(t.batch_size)
         nb = max(1, int(t.get('fisher_batches', 4)))
         batches = [x[j * bs : (j + 1) * bs] for j in range(nb) if len(x[j * bs : (j + 1) * bs])]
+        key = jax.random.fold_in(jax.random.key(config.seed), 100 + i)
+        if is_segmentation(model):
+          return segmentation.diagonal_fisher(model, e, batches, key)
         lp = lambda p, b: jax.nn.log_softmax(model.apply(dict(e, params=p), b))
-        return static.diagonal_fisher(
-          lp, e['params'], batches, key=jax.random.fold_in(jax.random.key(config.seed), 100 + i)
-        )
+        return static.diagonal_fisher(lp, e['params'], batches, key=key)
 
       fishers.append(_cached(ckpt_root, f'fisher_{s}', init['params'], make_fisher))
   skipped = {name: int(info.get('skipped', 0)) for name, info in infos.items()}
@@ -322,15 +366,21 @@ def validate(config: Any) -> None:
     ('train.expert_lr', t.get('expert_lr', t.lr)),
   ):
     if not value > 0:
-      raise ValueError(f'{name}={value!r}: expected a positive number')
+      raise errors.invalid(name, value, 'a positive number')
   for name in ('base_steps', 'expert_steps'):
     if int(t[name]) < 0:
-      raise ValueError(f'train.{name}={t[name]!r}: expected a number of steps >= 0')
+      raise errors.invalid(f'train.{name}', t[name], 'a number of steps >= 0')
+  arch = config.get('model', {}).get('arch', 'resnet')
+  if arch not in ARCHS:
+    raise errors.invalid('model.arch', arch, f'one of {ARCHS}')
 
 
 def run(config: Any, workdir: str) -> dict:
   validate(config)
-  data, num_classes = merge_data.load_domains(config.data, workdir)
+  if config.model.get('arch', 'resnet') == 'unet':
+    data, num_classes = seg_common.load_domains(config.data, workdir)
+  else:
+    data, num_classes = merge_data.load_domains(config.data, workdir)
   sources = list(config.get('sources', []) or []) or list(data)
   fam = train_family(
     config,
@@ -351,7 +401,11 @@ def run(config: Any, workdir: str) -> dict:
     os.path.join(workdir, 'results', 'expert_accuracy'),
     rows,
     ['model'] + list(data) + ['skipped'],
-    title='Test accuracy per domain (rows: models)',
+    title=(
+      'Test mean foreground Dice per domain (rows: models)'
+      if is_segmentation(fam.model)
+      else 'Test accuracy per domain (rows: models)'
+    ),
   )
   logging.info('\n%s', md)
   return {'accuracy': rows}

@@ -1,0 +1,367 @@
+"""Entropy-adaptive merging of segmentation U-Nets (DESIGN 1.3) and what merging them needs.
+
+* `SegmentationModel`: a `models.unet.UNet` split into the encoder path (down blocks and bottleneck)
+  and the decoder path (up-convolutions, up blocks and the 1x1 head), with the `encode` / `head`
+  interface of `models.classifier.Classifier`, so that every `OnlineMethod` (static merges,
+  AdaMerging, Tent, ensembles) runs on it unchanged; `decoder_predicate` selects the decoder leaves.
+* Pixel-entropy scores of a candidate's logits (B, H, W, C): `'mean'` per-pixel entropy over all
+  pixels, or `'foreground'`: over the pixels that some candidate of the same batch predicts as
+  foreground (background dominates the mean); optionally minus `marginal_weight` times the entropy
+  of the batch's mean predicted class distribution (its foreground fraction), against collapse to
+  background.
+* `entropy_adaptive`: per batch, encoder-path candidates (the decoder at the previous batch's
+  coefficients) and then decoder-path candidates on the merged encoder's features, vmapped in
+  chunks (`lax.map`); weights softmax(-H / T); forward passes only. Its state is the classification
+  method's `EntropyAdaptiveState` (`lam_head` holds the decoder coefficients).
+* `evaluate_candidates`: entropy score and Dice of every full-model candidate (labels used only for
+  this diagnostic: the best candidate by Dice against entropy's choice, the landscapes).
+* `diagonal_fisher`: the Fisher of the per-image log-likelihood (pixels independent, labels sampled
+  from the model), through `static.diagonal_fisher`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yiplearn import errors, metrics
+from yiplearn.merging import candidates as cand_lib
+from yiplearn.merging import static
+from yiplearn.merging import tree as tr
+from yiplearn.merging.online import (
+  BN_MODES,
+  EntropyAdaptiveState,
+  OnlineMethod,
+  candidate_weights,
+  entropy,
+)
+from yiplearn.models import unet as unet_lib
+
+PyTree = Any
+SCORINGS = ('mean', 'foreground')
+
+
+def _check(field: str, value: Any, ok: bool, expected: str) -> None:
+  if not ok:
+    raise errors.invalid(field, value, expected)
+
+
+def _copy(tree: PyTree) -> PyTree:
+  return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationModel:
+  """A U-Net with the Classifier interface: `encode` -> features of the encoder path (skips and
+  bottleneck), `head` -> logits (B, H, W, C) from them (the decoder path). `head(v, encode(v, x))`
+  equals `unet.apply(v, x)`; `encode` reads only encoder leaves, `head` only decoder leaves."""
+
+  unet: unet_lib.UNet
+
+  @property
+  def depth(self) -> int:
+    return len(self.unet.widths)
+
+  @property
+  def num_classes(self) -> int:
+    return self.unet.num_classes
+
+  def init(self, key: jax.Array, x: jax.Array) -> PyTree:
+    return self.unet.init(key, x)
+
+  def apply(self, variables: PyTree, x: jax.Array, train: bool = False) -> jax.Array:
+    return self.head(variables, self.encode(variables, x, train=train))
+
+  def _block(self, index: int, width: int):
+    u = self.unet
+    grads = 'xla' if u.conv_grads == 'auto' else u.conv_grads
+    return unet_lib._Block(width, u.norm, u.dtype, grads)  # pylint: disable=protected-access
+
+  @staticmethod
+  def _sub(variables: PyTree, name: str) -> PyTree:
+    return {c: variables[c][name] for c in variables if name in variables[c]}
+
+  def _run_block(self, variables, index, width, x, train):
+    sub = self._sub(variables, f'_Block_{index}')
+    if train and 'batch_stats' in sub:
+      return self._block(index, width).apply(sub, x, True, mutable=['batch_stats'])[0]
+    return self._block(index, width).apply(sub, x, train)
+
+  def encode(self, variables: PyTree, x: jax.Array, train: bool = False) -> PyTree:
+    """{'skips': per-level features, 'bottleneck': ..., 'size': (0, H, W) marker of the input size}."""
+    n, h, w, _ = x.shape
+    m = 2**self.depth
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+      x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
+    x = x.astype(self.unet.dtype)
+    skips = []
+    for i, width in enumerate(self.unet.widths):
+      x = self._run_block(variables, i, width, x, train)
+      skips.append(x)
+      x = unet_lib._max_pool_2x2(x)  # pylint: disable=protected-access
+    x = self._run_block(variables, self.depth, self.unet.bottleneck, x, train)
+    return {'skips': tuple(skips), 'bottleneck': x, 'size': jnp.zeros((0, h, w), jnp.float32)}
+
+  def encode_with_updates(self, variables: PyTree, x: jax.Array) -> tuple[PyTree, PyTree]:
+    """Training-mode features and the variables (BatchNorm statistics updated by the full model)."""
+    if 'batch_stats' not in variables:
+      return self.encode(variables, x, train=True), variables
+    _, upd = self.unet.apply(variables, x, train=True, mutable=['batch_stats'])
+    return self.encode(variables, x, train=True), dict(variables, batch_stats=upd['batch_stats'])
+
+  def head(self, variables: PyTree, feats: PyTree, train: bool = False) -> jax.Array:
+    """Logits (B, H, W, C) float32 of the decoder path on `encode`'s features."""
+    x = feats['bottleneck']
+    for j, (width, skip) in enumerate(zip(reversed(self.unet.widths), reversed(feats['skips']))):
+      up = unet_lib._UpConv(width, self.unet.dtype)  # pylint: disable=protected-access
+      x = up.apply({'params': variables['params'][f'ConvTranspose_{j}']}, x)
+      x = jnp.concatenate([x, skip], axis=-1)
+      x = self._run_block(variables, self.depth + 1 + j, width, x, train)
+    conv = nn.Conv(self.num_classes, (1, 1), dtype=self.unet.dtype)
+    x = conv.apply({'params': variables['params']['Conv_0']}, x)
+    _, h, w = feats['size'].shape
+    return x[:, :h, :w, :].astype(jnp.float32)
+
+
+def decoder_names(depth: int) -> tuple[str, ...]:
+  """Top-level module names of a U-Net's decoder path (up-convs, up blocks, the 1x1 head)."""
+  blocks = tuple(f'_Block_{i}' for i in range(depth + 1, 2 * depth + 1))
+  return blocks + tuple(f'ConvTranspose_{j}' for j in range(depth)) + ('Conv_0',)
+
+
+def decoder_predicate(depth: int) -> tr.PathPredicate:
+  """Leaves of the decoder path: the module directly under the collection ('params', ...) is one of
+  `decoder_names(depth)` (nested names such as a block's own 'Conv_0' do not count)."""
+  names = set(decoder_names(depth))
+  return lambda path: len(path) > 1 and tr.path_names(path)[1] in names
+
+
+def pixel_stats(logits: jax.Array) -> dict[str, jax.Array]:
+  """Per-pixel entropy (B, H, W), foreground prediction (B, H, W) bool, mean class distribution (C,)."""
+  p = jax.nn.softmax(logits.astype(jnp.float32), -1)
+  return {
+    'entropy': entropy(logits),
+    'foreground': jnp.argmax(logits, -1) > 0,
+    'p_bar': jnp.mean(p.reshape(-1, p.shape[-1]), 0),
+  }
+
+
+def _marginal_entropy(p_bar: jax.Array) -> jax.Array:
+  return -jnp.sum(p_bar * jnp.log(jnp.clip(p_bar, 1e-12)), -1)
+
+
+def scores_from_stats(
+  stats: dict[str, jax.Array], scoring: str = 'mean', marginal_weight: float = 0.0
+) -> jax.Array:
+  """Scores (J,) of J candidates' `pixel_stats` (leaves with a leading J axis); see the module doc.
+
+  'foreground': the pixels where any candidate predicts foreground (all pixels where none does)."""
+  ent = stats['entropy']
+  j = ent.shape[0]
+  if scoring == 'foreground':
+    mask = jnp.any(stats['foreground'], axis=0).astype(jnp.float32)  # (B, H, W)
+    total = jnp.sum(mask)
+    mask = jnp.where(total > 0, mask, jnp.ones_like(mask))
+    score = jnp.sum(ent * mask, axis=(1, 2, 3)) / jnp.sum(mask)
+  else:
+    score = jnp.mean(ent.reshape(j, -1), axis=1)
+  if marginal_weight:
+    score = score - marginal_weight * _marginal_entropy(stats['p_bar'])
+  return score
+
+
+def pixel_entropy_score(
+  logits: jax.Array, scoring: str = 'mean', marginal_weight: float = 0.0
+) -> jax.Array:
+  """The score of one model's logits (B, H, W, C) (for 'foreground': its own foreground pixels)."""
+  stats = jax.tree.map(lambda a: a[None], pixel_stats(logits))
+  return scores_from_stats(stats, scoring, marginal_weight)[0]
+
+
+def dice(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-image Dice (B,) of argmax(logits) against labels (B, H, W), mean over foreground classes."""
+  return jnp.mean(
+    metrics.dice_per_class(jnp.argmax(logits, -1), labels, logits.shape[-1])[..., 1:], -1
+  )
+
+
+def _map(fn, xs, chunk_size):
+  return jax.lax.map(fn, xs, batch_size=min(chunk_size, xs.shape[0]))
+
+
+def entropy_adaptive(
+  model: SegmentationModel,
+  num_experts: int,
+  *,
+  candidates: np.ndarray | None = None,
+  grid_resolution: int | None = None,
+  num_random: int = 0,
+  temperature: float = 0.05,
+  scoring: str = 'mean',
+  marginal_weight: float = 0.0,
+  scale: float = 1.0,
+  refine_radius: float = 0.0,
+  ema: float = 0.0,
+  bn_mode: str = 'merge',
+  score_decoder: str = 'previous',
+  decouple: bool = True,
+  chunk_size: int = 8,
+  seed: int = 0,
+) -> OnlineMethod:
+  """Entropy-adaptive merging of segmentation experts, decoupled encoder / decoder paths.
+
+  Args:
+    candidates: fixed candidate set (J, K); default `candidates.make_candidates(K, ...)`.
+    temperature: T of w = softmax(-H / T) over candidates; 0 = argmin.
+    scoring: 'mean' or 'foreground' (see `scores_from_stats`); marginal_weight: gamma.
+    scale, refine_radius, ema, bn_mode: as in `merging.entropy_adaptive`.
+    score_decoder: decoder used while scoring encoder candidates: 'previous' (the previous batch's
+      decoder coefficients, uniform at the start) or 'same' (the candidate itself).
+    decouple: False = one coefficient vector for the whole model (full-model candidates).
+  """
+  _check('num_experts', num_experts, num_experts >= 2, '>= 2 (one expert leaves nothing to merge)')
+  _check('temperature', temperature, temperature >= 0, '>= 0')
+  _check('scoring', scoring, scoring in SCORINGS, f'one of {SCORINGS}')
+  _check('ema', ema, 0 <= ema < 1, 'a value in [0, 1)')
+  _check('refine_radius', refine_radius, 0 <= refine_radius <= 1, 'a value in [0, 1]')
+  _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  _check('score_decoder', score_decoder, score_decoder in ('previous', 'same'), 'previous or same')
+  _check('chunk_size', chunk_size, chunk_size >= 1, '>= 1')
+  if candidates is None:
+    candidates = cand_lib.make_candidates(
+      num_experts, grid_resolution=grid_resolution, num_random=num_random, seed=seed
+    )
+  candidates = np.asarray(candidates, np.float32)
+  _check(
+    'candidates.shape',
+    candidates.shape,
+    candidates.ndim == 2 and candidates.shape[1] == num_experts,
+    f'(J, {num_experts})',
+  )
+  fixed = jnp.asarray(candidates)
+  train = bn_mode == 'batch'
+  is_dec = decoder_predicate(model.depth)
+
+  def all_cands(center):
+    if refine_radius > 0:
+      return jnp.concatenate([fixed, cand_lib.refine(center, refine_radius)], 0)
+    return fixed
+
+  def choose(scores, cands, prev, step):
+    lam = candidate_weights(scores, temperature) @ cands
+    if ema > 0:
+      lam = jnp.where(step > 0, ema * prev + (1 - ema) * lam, lam)
+    return lam
+
+  def init(experts: PyTree, base: PyTree) -> EntropyAdaptiveState:
+    k = tr.num_experts(experts)
+    _check('experts (leading axis)', k, k == num_experts, f'{num_experts} experts')
+    uniform = lambda: jnp.full((num_experts,), 1.0 / num_experts, jnp.float32)
+    return EntropyAdaptiveState(
+      _copy(base), tr.task_vectors(experts, base), uniform(), uniform(), jnp.zeros((), jnp.int32)
+    )
+
+  def update(state: EntropyAdaptiveState, x: jax.Array):
+    dec_b, enc_b = tr.partition(state.base, is_dec)
+    dec_t, enc_t = tr.partition(state.tau, is_dec)
+    prev_dec = tr.merge(dec_b, dec_t, scale * state.lam_head)
+    same = score_decoder == 'same' or not decouple
+
+    def enc_stats(lam):
+      enc = tr.merge(enc_b, enc_t, scale * lam)
+      dec = tr.merge(dec_b, dec_t, scale * lam) if same else prev_dec
+      v = tr.combine(enc, dec)
+      return pixel_stats(model.head(v, model.encode(v, x, train=train), train=train))
+
+    cands_e = all_cands(state.lam_enc)
+    h_enc = scores_from_stats(_map(enc_stats, cands_e, chunk_size), scoring, marginal_weight)
+    lam_enc = choose(h_enc, cands_e, state.lam_enc, state.step)
+    enc = tr.merge(enc_b, enc_t, scale * lam_enc)
+    feats = model.encode(tr.combine(enc, dec_b), x, train=train)
+    if decouple:
+
+      def dec_stats(lam):
+        v = tr.combine(enc, tr.merge(dec_b, dec_t, scale * lam))
+        return pixel_stats(model.head(v, feats, train=train))
+
+      cands_d = all_cands(state.lam_head)
+      h_dec = scores_from_stats(_map(dec_stats, cands_d, chunk_size), scoring, marginal_weight)
+      lam_dec = choose(h_dec, cands_d, state.lam_head, state.step)
+    else:
+      h_dec, lam_dec = h_enc, lam_enc
+    v = tr.combine(enc, tr.merge(dec_b, dec_t, scale * lam_dec))
+    logits = model.head(v, feats, train=train)
+    new_state = EntropyAdaptiveState(state.base, state.tau, lam_enc, lam_dec, state.step + 1)
+    info = {
+      'lam_enc': lam_enc,
+      'lam_head': lam_dec,
+      'enc_scores': h_enc,
+      'head_scores': h_dec,
+      'entropy': jnp.mean(entropy(logits)),
+    }
+    return new_state, logits, info
+
+  return OnlineMethod(init, update)
+
+
+def evaluate_candidates(
+  model: SegmentationModel,
+  base: PyTree,
+  tau: PyTree,
+  x: jax.Array,
+  cands: jax.Array,
+  labels: jax.Array | None = None,
+  *,
+  scoring: str = 'mean',
+  marginal_weight: float = 0.0,
+  chunk_size: int = 8,
+) -> dict[str, jax.Array]:
+  """Full-model candidates theta_0 + sum_k lambda_jk tau_k (J, K): {'score': (J,), 'dice': (J,)}
+  (Dice, the batch mean of per-image Dice, only when `labels` (B, H, W) are given)."""
+
+  def one(lam):
+    logits = model.apply(tr.merge(base, tau, lam), x)
+    out = pixel_stats(logits)
+    if labels is not None:
+      out['dice'] = jnp.mean(dice(logits, labels))
+    return out
+
+  stats = _map(one, cands, chunk_size)
+  out = {'score': scores_from_stats(stats, scoring, marginal_weight)}
+  if labels is not None:
+    out['dice'] = stats['dice']
+  return out
+
+
+def diagonal_fisher(
+  model: SegmentationModel,
+  variables: PyTree,
+  batches: list[np.ndarray],
+  key: jax.Array,
+) -> PyTree:
+  """Diagonal Fisher of `variables['params']`: E_x E_y [(d/dtheta sum_pixels log p(y_pix | x))^2],
+  y sampled per pixel from the model. Through `static.diagonal_fisher`: each example carries its
+  sampled mask as an extra channel and its 'log-probabilities' are the one per-image log-likelihood."""
+  c = batches[0].shape[-1]
+
+  def log_probs_fn(params, xm):
+    logits = model.apply(dict(variables, params=params), xm[..., :c])
+    logp = jax.nn.log_softmax(logits, -1)
+    y = xm[..., c].astype(jnp.int32)
+    ll = jnp.take_along_axis(logp, y[..., None], -1)[..., 0]
+    return jnp.sum(ll, axis=(1, 2))[:, None]
+
+  apply = jax.jit(lambda v, x: model.apply(v, x))
+  with_masks, labels = [], []
+  for i, x in enumerate(batches):
+    logits = apply(variables, jnp.asarray(x))
+    y = jax.random.categorical(jax.random.fold_in(key, i), logits)
+    with_masks.append(np.concatenate([x, np.asarray(y, np.float32)[..., None]], -1))
+    labels.append(np.zeros(len(x), np.int32))
+  return static.diagonal_fisher(log_probs_fn, variables['params'], with_masks, labels=labels)
