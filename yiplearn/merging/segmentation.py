@@ -80,7 +80,9 @@ class SegmentationModel:
   def _block(self, index: int, width: int):
     u = self.unet
     grads = 'xla' if u.conv_grads == 'auto' else u.conv_grads
-    return unet_lib._Block(width, u.norm, u.dtype, grads)  # pylint: disable=protected-access
+    return unet_lib._Block(  # pylint: disable=protected-access
+      width, u.norm, u.dtype, grads, u.conv_bias, u.norm_eps
+    )
 
   @staticmethod
   def _sub(variables: PyTree, name: str) -> PyTree:
