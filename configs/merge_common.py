@@ -43,6 +43,9 @@ def base_config(a) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'merge_online'
   c.seed = a.seed
+  # Seeds of base and expert training: one full run per seed under <workdir>/seed_<s>/, then
+  # results/merge_summary_seeds.* with mean +- std (yiplearn/experiments/merge_seeds.py).
+  c.seeds = tuple(int(s) for s in str(a.seeds).split(';') if s != '')
   c.targets = ()  # held-out target domains (empty = every domain)
   c.sources = ()  # train_experts only: domains to train on (empty = all)
   c.experts_workdir = ''  # read/write expert checkpoints here instead of the workdir
@@ -83,8 +86,12 @@ def base_config(a) -> ml_collections.ConfigDict:
   c.streams = ('iid', 'dirichlet', 'mixed', 'continual')
   c.methods = tuple(ALL_METHODS)
   c.static = ml_collections.ConfigDict(
-    dict(ta_scale=0.3, ties_density=0.2, ties_scale=1.0, dare_rate=0.5)
+    dict(ta_scale=0.3, ties_density=0.2, ties_scale=1.0, dare_rate=0.5, fisher_normalize=True)
   )
+  # BatchNorm statistics of merged models (yiplearn/merging/bn.py): static merges re-estimate them
+  # on a fixed calibration set of `calib_size` source training images ('recompute'), or 'merge' /
+  # 'batch'; any method takes a per-row override as a suffix, e.g. methods=('mean:merge', 'eam:batch').
+  c.bn = ml_collections.ConfigDict(dict(static='recompute', calib_size=256))
   c.eam = ml_collections.ConfigDict(
     dict(
       temperature=a.T,
@@ -101,8 +108,8 @@ def base_config(a) -> ml_collections.ConfigDict:
     )
   )
   # eam.chunk_size 0 = auto (1 on CPU, 16 on accelerators); grid_resolution -1 = auto.
-  c.ada = ml_collections.ConfigDict(dict(lr=0.01, steps=2))
-  c.tent = ml_collections.ConfigDict(dict(lr=1e-3))
+  c.ada = ml_collections.ConfigDict(dict(lr=0.01, steps=2, clip_max=1.0, bn_mode='merge'))
+  c.tent = ml_collections.ConfigDict(dict(lr=1e-3, bn_mode='batch'))
   if a.quick:
     c.model.stage_sizes, c.model.widths = (1, 1), (8, 16)
     c.train.update(
@@ -114,4 +121,4 @@ def base_config(a) -> ml_collections.ConfigDict:
   return c
 
 
-COMMON_ARGS = dict(quick=False, batch=16, alpha=0.1, T=0.05, seed=0, targets='')
+COMMON_ARGS = dict(quick=False, batch=16, alpha=0.1, T=0.05, seed=0, seeds='', targets='')

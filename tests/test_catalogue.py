@@ -233,7 +233,7 @@ CASES = [
     'entropy_adaptive_k1',
     lambda p: online.entropy_adaptive(None, 1),
     ValueError,
-    'num_experts=1; expected >= 2 (one expert leaves nothing to merge)',
+    'num_experts=1: expected >= 2 (one expert leaves nothing to merge)',
   ),
   (
     'merge_stream_batch_zero',
@@ -245,13 +245,13 @@ CASES = [
     'merge_unknown_stream',
     lambda p: merge_online.validate(_merge_config(streams=('sideways',))),
     ValueError,
-    "streams entry 'sideways'; expected one of ('iid', 'dirichlet', 'mixed', 'continual')",
+    "streams entry='sideways': expected one of ('iid', 'dirichlet', 'mixed', 'continual')",
   ),
   (
     'merge_unknown_method',
     lambda p: merge_online.validate(_merge_config(methods=('mean', 'magic'))),
     ValueError,
-    "methods entry 'magic'; expected one of",
+    "methods entry='magic': expected one of",
   ),
   (
     'experts_lr_zero',
@@ -487,12 +487,12 @@ LAUNCH = [
   (
     'unknown_method',
     ['configs/merge_digits.py:quick', "--config.methods=('mean','magic')"],
-    "methods entry 'magic'; expected one of",
+    "methods entry='magic': expected one of",
   ),
   (
     'unknown_dataset',
     ['configs/merge_digits.py:quick', '--config.data.name=nope'],
-    "data.name='nope'; expected one of",
+    "data.name='nope': expected one of",
   ),
   (
     'unknown_config_arg',

@@ -127,7 +127,15 @@ def test_fisher_method_follows_dominant_expert_including_batch_stats():
     for k, e in enumerate(experts)
   ]
   fam = train_experts.Family(model, ['a', 'b', 'c'], base, experts, fishers)
-  cfg = ml_collections.ConfigDict(dict(methods=('fisher',), seed=0, static={}, eam={}))
+  cfg = ml_collections.ConfigDict(
+    dict(
+      methods=('fisher',),
+      seed=0,
+      static={'fisher_normalize': False},
+      eam={},
+      bn={'static': 'merge'},
+    )
+  )
   method = merge_methods.build(cfg, fam)['fisher']
   state = method.init(tr.stack(experts), base)
   _, logits, _ = method.update(state, x)

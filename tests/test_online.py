@@ -155,6 +155,9 @@ def test_chunked_candidates_equal_python_loop():
       ref = []
       for lam in np.asarray(cands):
         v = tr.merge(base, tau, 0.9 * jnp.asarray(lam))
+        # BatchNorm statistics: merged with the coefficients normalised to the simplex (merging.bn).
+        stats = tr.merge(base, tau, jnp.asarray(lam) / np.sum(lam))['batch_stats']
+        v = dict(v, batch_stats=stats)
         if hl is not None:
           vh = tr.merge(base, tau, 0.9 * hl)
           v['params']['head'] = vh['params']['head']

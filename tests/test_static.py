@@ -141,7 +141,7 @@ def test_fisher_merge_vs_numpy():
   experts, _ = _setup(4)
   rng = np.random.default_rng(5)
   fishers = {'a': rng.uniform(size=experts['a'].shape).astype(np.float32), 'b': None}
-  got = static.fisher_merge(experts, fishers, eps=1e-6)
+  got = static.fisher_merge(experts, fishers, eps=1e-6, normalize=False)
   f = fishers['a'] + 1e-6
   np.testing.assert_allclose(got['a'], (f * experts['a']).sum(0) / f.sum(0), rtol=1e-5)
   np.testing.assert_allclose(got['b'], np.asarray(experts['b']).mean(0), rtol=1e-6)
@@ -154,6 +154,26 @@ def test_fisher_merge_vs_numpy():
   }
   d = static.fisher_merge(experts, dom)
   np.testing.assert_allclose(d['a'], experts['a'][1], rtol=1e-4, atol=1e-5)
+
+
+def test_fisher_normalisation_hand_computed():
+  """Each model's Fisher is divided by its global L2 norm over all leaves (the references' default),
+  not leaf by leaf; normalize=False weights by the raw values."""
+  experts = {'a': jnp.asarray([[1.0], [3.0]]), 'b': jnp.asarray([[2.0], [4.0]])}
+  fishers = {'a': jnp.asarray([[3.0], [1.0]]), 'b': jnp.asarray([[4.0], [0.0]])}
+  np.testing.assert_allclose(static.fisher_norms(fishers), [5.0, 1.0], rtol=1e-6)
+  norm = static.normalize_fishers(fishers)
+  np.testing.assert_allclose(norm['a'], [[0.6], [1.0]], rtol=1e-6)
+  np.testing.assert_allclose(norm['b'], [[0.8], [0.0]], rtol=1e-6)
+  got = static.fisher_merge(experts, fishers, eps=1e-9)
+  np.testing.assert_allclose(got['a'], [(0.6 * 1 + 1.0 * 3) / 1.6], rtol=1e-6)  # 2.25
+  np.testing.assert_allclose(got['b'], [2.0], rtol=1e-6)
+  raw = static.fisher_merge(experts, fishers, eps=1e-9, normalize=False)
+  np.testing.assert_allclose(raw['a'], [(3 * 1 + 1 * 3) / 4.0], rtol=1e-6)  # 1.5
+  # None leaves are left out of the norm and merged uniformly.
+  part = static.fisher_merge(experts, {'a': fishers['a'], 'b': None}, eps=1e-9)
+  np.testing.assert_allclose(part['a'], [(1 * 1 + 1 * 3) / 2.0], rtol=1e-6)
+  np.testing.assert_allclose(part['b'], [3.0], rtol=1e-6)
 
 
 def test_batch_stats_fisher_maps_bn_param_fisher():

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from yiplearn import errors
 from yiplearn.data import prepare, registry
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -53,7 +54,7 @@ def _finish(images: np.ndarray, labels: np.ndarray, cfg: Any, limit: int) -> Spl
 
 def _digits(cfg: Any, domain: str, data_dir: str) -> dict[str, Split]:
   if not domain.startswith('rot') or not domain[3:].isdigit():
-    raise ValueError(f"data.domains entry {domain!r}; expected 'rot<angle>' e.g. 'rot30'")
+    raise errors.invalid('data.domains entry', domain, "'rot<angle>' e.g. 'rot30'")
   out = {}
   for split, limit in (('train', cfg.get('max_train', 0)), ('test', cfg.get('max_test', 0))):
     a = registry.load_arrays(
@@ -88,7 +89,7 @@ def _fundus(cfg: Any, domain: str, data_dir: str) -> dict[str, Split]:
 def _lgg(cfg: Any, domains: list[str], data_dir: str) -> dict[str, dict[str, Split]]:
   by = cfg.get('domain_by', 'sequence')
   if by not in ('sequence', 'site'):
-    raise ValueError(f"data.domain_by={by!r}; expected 'sequence' or 'site'")
+    raise errors.invalid('data.domain_by', by, "'sequence' or 'site'")
   out: dict[str, dict[str, Split]] = {d: {} for d in domains}
   for split, src_split, limit in (
     ('train', 'train', cfg.get('max_train', 0)),
@@ -101,16 +102,18 @@ def _lgg(cfg: Any, domains: list[str], data_dir: str) -> dict[str, dict[str, Spl
     for d in domains:
       if by == 'sequence':
         if d not in LGG_SEQUENCES:
-          raise ValueError(f'data.domains entry {d!r}; expected one of {LGG_SEQUENCES}')
+          raise errors.invalid('data.domains entry', d, f'one of {LGG_SEQUENCES}')
         keep = prepare.lgg_channel_filter(a, d)
         c = prepare.lgg_channel(d)
         imgs = np.asarray(a['image'])[keep][..., c : c + 1]
       else:
         keep = np.asarray(a['site']).astype(str) == d
         if not keep.any():
-          raise ValueError(
-            f'data.domains entry {d!r}: no LGG slices of that site in split '
-            f'{src_split!r} (sites: {sorted(set(np.asarray(a["site"]).astype(str)))})'
+          raise errors.invalid(
+            'data.domains entry',
+            d,
+            f'a site with LGG slices in split {src_split!r} '
+            f'(sites: {sorted(set(np.asarray(a["site"]).astype(str)))})',
           )
         imgs = np.asarray(a['image'])[keep]
       out[d][split] = _finish(imgs, labels[keep], cfg, limit)
@@ -121,10 +124,10 @@ def load_domains(cfg: Any, workdir: str) -> tuple[dict[str, dict[str, Split]], i
   """({domain: {'train': (x, y), 'test': (x, y)}}, num_classes); see the module docstring."""
   name = cfg.name
   if name not in NUM_CLASSES:
-    raise ValueError(f'data.name={name!r}; expected one of {sorted(NUM_CLASSES)}')
+    raise errors.invalid('data.name', name, f'one of {sorted(NUM_CLASSES)}')
   domains = list(cfg.domains)
   if len(domains) < 2:
-    raise ValueError(f'data.domains={domains}; expected at least 2 domains')
+    raise errors.invalid('data.domains', domains, 'at least 2 domains')
   data_dir = registry.default_data_dir(workdir)
   if name == 'lgg_kaggle_3m':
     data = _lgg(cfg, domains, data_dir)
@@ -134,5 +137,5 @@ def load_domains(cfg: Any, workdir: str) -> tuple[dict[str, dict[str, Split]], i
   for d, splits in data.items():
     for s, (x, _) in splits.items():
       if len(x) == 0:
-        raise ValueError(f'domain {d!r} split {s!r} is empty; expected at least one example')
+        raise errors.invalid(f'domain {d!r} split', s, 'at least one example (it is empty)')
   return data, NUM_CLASSES[name]

@@ -10,7 +10,16 @@
   'eam_coupled'        ... with lambda_head = lambda_enc (no decoupled head search)
   'eam_argmin'         ... with T = 0
   'eam_marginal'       ... with the marginal-entropy term (gamma = config.eam.gamma_ablation)
-  'eam_bnbatch'        ... with BatchNorm statistics of the batch
+  'eam_bnbatch'        ... with BatchNorm statistics of the batch (the same as 'eam:batch')
+
+BatchNorm statistics (`yiplearn.merging.bn`): a name may end in `:merge`, `:recompute` or `:batch`
+to set that method's statistics (rows keep the suffix, e.g. 'mean:merge'); without one, static merges
+use `config.bn.static` (default 'recompute': re-estimated for the merged weights on a fixed calibration
+set of `config.bn.calib_size` source training images, `calibration_images`), the experts their own
+statistics, entropy-adaptive merging `config.eam.bn_mode`, AdaMerging `config.ada.bn_mode`, the
+ensembles each expert's own, Tent `config.tent.bn_mode` (default 'batch', as Tent does).
+Fisher merging normalises each expert's Fisher by its global L2 norm (`config.static.fisher_normalize`,
+as the reference implementations do; False weights by the raw Fisher).
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 
-from yiplearn import parallel
-from yiplearn.merging import adamerging, ensemble, online, static, tent
+from yiplearn import errors, parallel
+from yiplearn.merging import adamerging, bn, ensemble, online, static, tent
 from yiplearn.merging import tree as tr
 
+STATIC = ('mean', 'task_arithmetic', 'ties', 'dare', 'fisher')
 KNOWN = (
   'experts',
   'mean',
@@ -41,6 +52,50 @@ KNOWN = (
   'eam_marginal',
   'eam_bnbatch',
 )
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+  """'mean:merge' -> ('mean', 'merge'); 'mean' -> ('mean', None). Raises a UserError otherwise."""
+  base, _, mode = name.partition(':')
+  if base not in KNOWN:
+    raise errors.invalid('methods entry', name, f'one of {KNOWN} (optionally :<bn mode>)')
+  if mode and mode not in bn.MODES:
+    raise errors.invalid('methods entry', name, f'a BatchNorm suffix in {bn.MODES}')
+  return base, (mode or None)
+
+
+def calibration_images(config: Any, data: dict, sources: list[str]) -> np.ndarray:
+  """The fixed calibration set: `config.bn.calib_size` training images drawn evenly from the source
+  domains (without replacement, by `config.seed`), for re-estimating BatchNorm statistics."""
+  n = int(config.get('bn', {}).get('calib_size', 256))
+  rng = np.random.default_rng(config.seed + 7)
+  per = [n // len(sources) + (i < n % len(sources)) for i in range(len(sources))]
+  parts = []
+  for s, m in zip(sources, per):
+    x = data[s]['train'][0]
+    parts.append(x[np.sort(rng.choice(len(x), min(m, len(x)), replace=False))])
+  return np.concatenate(parts).astype(np.float32)
+
+
+def bn_mode_for(config: Any, name: str) -> str:
+  """The BatchNorm mode of a `config.methods` entry (its suffix, else the family default)."""
+  base, mode = split_name(name)
+  if mode:
+    return mode
+  if base in STATIC:
+    return config.get('bn', {}).get('static', 'recompute')
+  if base.startswith('eam'):
+    return 'batch' if base == 'eam_bnbatch' else config.eam.bn_mode
+  if base.startswith('adamerging'):
+    return config.ada.get('bn_mode', 'merge')
+  if base == 'tent':
+    return config.tent.get('bn_mode', 'batch')
+  return 'merge'  # experts and ensembles: each expert's own statistics
+
+
+def needs_calibration(config: Any) -> bool:
+  """Whether some method in `config.methods` re-estimates BatchNorm statistics."""
+  return any(bn_mode_for(config, n) == 'recompute' for n in config.methods)
 
 
 def auto_chunk(chunk_size: int) -> int:
@@ -67,7 +122,6 @@ def _eam(model, k: int, e: Any, mesh=None, **overrides) -> online.OnlineMethod:
     scale=float(e.scale),
     refine_radius=float(e.refine_radius),
     ema=float(e.ema),
-    bn_mode=e.bn_mode,
     score_head=e.score_head,
     chunk_size=auto_chunk(int(e.chunk_size)),
     grid_resolution=None if int(e.grid_resolution) < 0 else int(e.grid_resolution),
@@ -79,8 +133,10 @@ def _eam(model, k: int, e: Any, mesh=None, **overrides) -> online.OnlineMethod:
 
 
 def _params_only(merge_fn):
-  """Applies a task-vector merge to `params` only; other collections (BatchNorm statistics) are
-  averaged: trimming/dropping/summing running variances with the weights' rule breaks them."""
+  """Applies a task-vector merge to `params` only; other collections (BatchNorm statistics) get the
+  experts' mean, i.e. merged with the (equal) coefficients normalised to the simplex (bn mode
+  'merge'; 'recompute' then replaces them): trimming, dropping or summing running variances with the
+  weights' rule breaks them."""
 
   def fn(ex, b):
     out = {c: static.mean_merge(ex[c]) for c in ex if c != 'params'}
@@ -90,36 +146,37 @@ def _params_only(merge_fn):
   return fn
 
 
-def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
-  """{row name: OnlineMethod} for `config.methods` and the family `fam` (train_experts.Family)."""
+def build(
+  config: Any, fam, calibration: np.ndarray | None = None
+) -> dict[str, online.OnlineMethod]:
+  """{row name: OnlineMethod} for `config.methods` and the family `fam` (train_experts.Family);
+  `calibration`: source images for the methods whose BatchNorm mode is 'recompute'."""
   model, k = fam.model, len(fam.experts)
   s, e = config.static, config.eam
   mesh = candidate_mesh(config) if any(n.startswith('eam') for n in config.methods) else None
   out: dict[str, online.OnlineMethod] = {}
-  for name in config.methods:
-    if name not in KNOWN:
-      raise ValueError(f'methods entry {name!r}; expected one of {KNOWN}')
+  for row in config.methods:
+    name, suffix = split_name(row)
+    mode = bn_mode_for(config, row)
+    cal = dict(bn_mode=mode, calibration=calibration if mode == 'recompute' else None)
+    fixed = lambda fn, cal=cal: online.fixed_model(model, fn, **cal)
     if name == 'experts':
       for i, d in enumerate(fam.sources):
-        out[f'expert_{d}'] = online.fixed_model(
-          model, lambda ex, b, i=i: jax.tree.map(lambda a: a[i], ex)
+        out[f'expert_{d}' + (f':{suffix}' if suffix else '')] = fixed(
+          lambda ex, b, i=i: jax.tree.map(lambda a: a[i], ex)
         )
     elif name == 'mean':
-      out[name] = online.fixed_model(model, lambda ex, b: static.mean_merge(ex))
+      out[row] = fixed(lambda ex, b: static.mean_merge(ex))
     elif name == 'task_arithmetic':
-      out[name] = online.fixed_model(
-        model, _params_only(lambda ex, b: static.task_arithmetic(ex, b, float(s.ta_scale)))
-      )
+      out[row] = fixed(_params_only(lambda ex, b: static.task_arithmetic(ex, b, float(s.ta_scale))))
     elif name == 'ties':
-      out[name] = online.fixed_model(
-        model,
+      out[row] = fixed(
         _params_only(
           lambda ex, b: static.ties_merge(ex, b, float(s.ties_density), float(s.ties_scale))
-        ),
+        )
       )
     elif name == 'dare':
-      out[name] = online.fixed_model(
-        model,
+      out[row] = fixed(
         _params_only(
           lambda ex, b: static.dare_merge(
             ex,
@@ -129,42 +186,48 @@ def build(config: Any, fam) -> dict[str, online.OnlineMethod]:
             then='task_arithmetic',
             scale=float(s.ta_scale),
           )
-        ),
+        )
       )
     elif name == 'fisher':
       if fam.fishers is None:
-        raise ValueError("methods entry 'fisher' needs Fisher estimates (train_family with_fisher)")
+        raise errors.invalid('methods entry', row, 'Fisher estimates (train_family with_fisher)')
       fishers = {'params': tr.stack(fam.fishers)}
+      if bool(s.get('fisher_normalize', True)):  # each expert's Fisher over its global L2 norm
+        fishers = {'params': static.normalize_fishers(fishers['params'])}
 
       def fisher_fn(ex, b, fishers=fishers):
         # BN running statistics follow the Fisher of their module's scale/bias (per channel).
         f = dict(fishers, **{c: None for c in ex if c not in ('params', 'batch_stats')})
         if 'batch_stats' in ex:
           f['batch_stats'] = static.batch_stats_fisher(fishers['params'], ex['batch_stats'])
-        return static.fisher_merge(ex, f)
+        return static.fisher_merge(ex, f, normalize=False)
 
-      out[name] = online.fixed_model(model, fisher_fn)
+      out[row] = fixed(fisher_fn)
     elif name == 'ensemble_mean':
-      out[name] = ensemble.output_ensemble(model, weighting='mean')
+      out[row] = ensemble.output_ensemble(model, weighting='mean', **cal)
     elif name == 'ensemble_entropy':
-      out[name] = ensemble.output_ensemble(
-        model, weighting='entropy', temperature=float(e.temperature)
+      out[row] = ensemble.output_ensemble(
+        model, weighting='entropy', temperature=float(e.temperature), **cal
       )
     elif name.startswith('adamerging'):
       a = config.ada
-      out[name] = adamerging.adamerging(
-        model, k, layerwise=name.endswith('layer'), learning_rate=float(a.lr), steps=int(a.steps)
+      out[row] = adamerging.adamerging(
+        model,
+        k,
+        layerwise=name.endswith('layer'),
+        learning_rate=float(a.lr),
+        steps=int(a.steps),
+        clip_max=float(a.get('clip_max', 1.0)),
+        **cal,
       )
     elif name == 'tent':
-      out[name] = tent.tent(model, learning_rate=float(config.tent.lr))
-    elif name == 'eam':
-      out[name] = _eam(model, k, e, mesh)
+      out[row] = tent.tent(model, learning_rate=float(config.tent.lr), **cal)
+    elif name in ('eam', 'eam_bnbatch'):
+      out[row] = _eam(model, k, e, mesh, **cal)
     elif name == 'eam_coupled':
-      out[name] = _eam(model, k, e, mesh, decouple_head=False, score_head='same')
+      out[row] = _eam(model, k, e, mesh, decouple_head=False, score_head='same', **cal)
     elif name == 'eam_argmin':
-      out[name] = _eam(model, k, e, mesh, temperature=0.0)
+      out[row] = _eam(model, k, e, mesh, temperature=0.0, **cal)
     elif name == 'eam_marginal':
-      out[name] = _eam(model, k, e, mesh, marginal_weight=float(e.gamma_ablation))
-    elif name == 'eam_bnbatch':
-      out[name] = _eam(model, k, e, mesh, bn_mode='batch')
+      out[row] = _eam(model, k, e, mesh, marginal_weight=float(e.gamma_ablation), **cal)
   return out

@@ -40,8 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from yiplearn import errors
 from yiplearn.data import streams as stream_lib
-from yiplearn.experiments import merge_data, merge_methods, train_experts
+from yiplearn.experiments import merge_data, merge_methods, merge_seeds, train_experts
 from yiplearn.io import files, loop, tables
 from yiplearn.io.progress import Progress
 from yiplearn.merging import tree as tr
@@ -79,7 +80,7 @@ def build_streams(config: Any, data: dict, target: str, sources: list[str]) -> d
         within=s.get('continual_within', 'iid'),
       )
     else:
-      raise ValueError(f'streams entry {kind!r}; expected one of {stream_lib.KINDS}')
+      raise errors.invalid('streams entry', kind, f'one of {stream_lib.KINDS}')
   return out
 
 
@@ -217,20 +218,18 @@ def validate(config: Any) -> None:
   """Checks the fields a user sets most often, before any data is built or model trained."""
   methods, kinds = tuple(config.methods), tuple(config.streams)
   if not methods:
-    raise ValueError('methods=(): expected at least one of ' + ', '.join(merge_methods.KNOWN))
+    raise errors.invalid('methods', (), 'at least one of ' + ', '.join(merge_methods.KNOWN))
   for m in methods:
-    if m not in merge_methods.KNOWN:
-      raise ValueError(f'methods entry {m!r}; expected one of {merge_methods.KNOWN}')
+    merge_methods.split_name(m)  # a known method, optionally with a BatchNorm suffix
   if not kinds:
-    raise ValueError(f'streams=(): expected at least one of {stream_lib.KINDS}')
+    raise errors.invalid('streams', (), f'at least one of {stream_lib.KINDS}')
   for k in kinds:
     if k not in stream_lib.KINDS:
-      raise ValueError(f'streams entry {k!r}; expected one of {stream_lib.KINDS}')
+      raise errors.invalid('streams entry', k, f'one of {stream_lib.KINDS}')
   domains = tuple(config.data.get('domains', ()) or ())
   if domains and len(domains) < 3:
-    raise ValueError(
-      f'data.domains={domains}: expected at least 3 domains (a held-out target and '
-      'K >= 2 experts to merge)'
+    raise errors.invalid(
+      'data.domains', domains, 'at least 3 domains (a held-out target and K >= 2 experts to merge)'
     )
   train_experts.validate(config)
   positive = [
@@ -242,21 +241,23 @@ def validate(config: Any) -> None:
   ]
   for name, value in positive:
     if not value > 0:
-      raise ValueError(f'{name}={value!r}: expected a positive number')
+      raise errors.invalid(name, value, 'a positive number')
 
 
 def run(config: Any, workdir: str) -> dict:
   validate(config)
+  if tuple(config.get('seeds', ()) or ()):  # one run per seed, then mean +- std (merge_seeds)
+    return merge_seeds.run_seeds(run, config, workdir)
   data, num_classes = merge_data.load_domains(config.data, workdir)
   targets = list(config.get('targets', []) or []) or list(data)
   for t in targets:
     if t not in data:
-      raise ValueError(f'targets entry {t!r}; expected one of {sorted(data)}')
+      raise errors.invalid('targets entry', t, f'one of {sorted(data)}')
   res_dir = os.path.join(workdir, 'results')
   os.makedirs(os.path.join(res_dir, 'partial'), exist_ok=True)
   every = int(config.get('checkpoint_every', 20))
   if every < 1:
-    raise ValueError(f'checkpoint_every={every}: expected a positive number of batches')
+    raise errors.invalid('checkpoint_every', every, 'a positive number of batches')
   rows: list[dict] = []
   trace_paths: list[str] = []
   for target in targets:
@@ -283,7 +284,10 @@ def run(config: Any, workdir: str) -> dict:
     )
     tr.check_experts(fam.experts, fam.sources)  # one architecture, finite weights
     experts, base = tr.stack(fam.experts), fam.base
-    methods = merge_methods.build(config, fam)
+    calib = None  # fixed source images for re-estimated BatchNorm statistics
+    if merge_methods.needs_calibration(config):
+      calib = merge_methods.calibration_images(config, data, sources)
+    methods = merge_methods.build(config, fam, calib)
     streams = build_streams(config, data, target, sources)
     target_rows = []
     prog = Progress(len(methods) * sum(len(s) for s in streams.values()), f'target {target}')

@@ -4,6 +4,12 @@ theta(lambda) = theta_0 + sum_k lambda_k tau_k with lambda (K,) task-wise or (L,
 (one row per leaf of the variables pytree). Per batch: `steps` optimiser steps (Adam) on the mean
 prediction entropy of the merged model w.r.t. lambda (clipped to [clip_min, clip_max]), then
 predict the batch with the updated coefficients. Coefficients persist across batches.
+
+BatchNorm statistics (`yiplearn.merging.bn`): 'merge' (default) merges the experts' running statistics
+with the coefficients clipped at 0 and normalised to sum 1 (the parameters keep the raw coefficients,
+whose sum can reach K * clip_max): merged variances are convex combinations of the experts' and stay
+positive; 'recompute' re-estimates them for the current merge on `calibration` source images before
+each forward pass (no gradient through the statistics); 'batch' uses the test batch's own.
 An `OnlineMethod` (see `yiplearn.merging.protocol`); each step goes through the one guarded step
 (`yiplearn.optim.guarded_apply`): a non-finite entropy or gradient skips it and is counted.
 """
@@ -17,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from yiplearn import optim
+from yiplearn.merging import bn
 from yiplearn.merging import tree as tr
 from yiplearn.merging.protocol import (
   BN_MODES,
@@ -55,15 +62,18 @@ def adamerging(
   clip_max: float = 1.0,
   marginal_weight: float = 0.0,
   bn_mode: str = 'merge',
+  calibration: jax.Array | None = None,
 ) -> OnlineMethod:
   """AdaMerging as an (init, update) pair. `init_value` defaults to 1/K (the uniform mean)."""
   check('num_experts', num_experts, num_experts >= 1, '>= 1')
   check('steps', steps, steps >= 1, '>= 1')
   check('learning_rate', learning_rate, learning_rate > 0, '> 0')
-  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  bn.check_mode(bn_mode, calibration, BN_MODES)
+  check('clip_max', clip_max, clip_max > clip_min, f'> clip_min={clip_min}')
   opt = optax.adam(learning_rate)
   value = 1.0 / num_experts if init_value is None else init_value
   bn_batch = bn_mode == 'batch'
+  prepare = bn.prepare_fn(model, bn_mode, calibration)
 
   def init(experts, base):
     check_num_experts(experts, num_experts)
@@ -78,8 +88,14 @@ def adamerging(
       jnp.zeros((), jnp.int32),
     )
 
+  def merged(base, tau, lam):
+    v = tr.merge(base, tau, bn.merge_coefficients(base, lam))
+    if bn_mode == 'recompute' and 'batch_stats' in v:
+      v = dict(v, batch_stats=jax.lax.stop_gradient(prepare(v).get('batch_stats')))
+    return v
+
   def forward(base, tau, lam, x):
-    v = tr.merge(base, tau, lam)
+    v = merged(base, tau, lam)
     return model.head(v, model.encode(v, x, train=bn_batch))
 
   def update(state: AdaMergingState, x: jax.Array):

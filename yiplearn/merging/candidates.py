@@ -12,6 +12,8 @@ import itertools
 import jax.numpy as jnp
 import numpy as np
 
+from yiplearn import errors
+
 _PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
 
 
@@ -21,7 +23,7 @@ def simplex_grid(k: int, resolution: int) -> np.ndarray:
   Returns (C(resolution + k - 1, k - 1), K) float32, one-hots included.
   """
   if k < 1 or resolution < 1:
-    raise ValueError(f'k={k}, resolution={resolution}; expected both >= 1')
+    raise errors.invalid('k, resolution', (k, resolution), 'both >= 1')
   pts = [c for c in itertools.product(range(resolution + 1), repeat=k) if sum(c) == resolution]
   return np.asarray(pts, np.float32) / resolution
 
@@ -29,7 +31,7 @@ def simplex_grid(k: int, resolution: int) -> np.ndarray:
 def halton(n: int, dim: int, skip: int = 1) -> np.ndarray:
   """First n points (n, dim) of the Halton sequence in (0, 1) (after `skip` points)."""
   if dim > len(_PRIMES):
-    raise ValueError(f'dim={dim}; expected <= {len(_PRIMES)}')
+    raise errors.invalid('dim', dim, f'<= {len(_PRIMES)}')
   out = np.zeros((n, dim), np.float64)
   for d in range(dim):
     base = _PRIMES[d]
@@ -50,7 +52,7 @@ def quasi_dirichlet(k: int, n: int, concentration: float = 1.0, seed: int = 0) -
   through normalised exponential spacings; otherwise numpy draws with a fixed seed.
   """
   if concentration <= 0:
-    raise ValueError(f'concentration={concentration}; expected > 0')
+    raise errors.invalid('concentration', concentration, '> 0')
   if concentration == 1.0:
     u = halton(n, k, skip=1 + seed)
     e = -np.log(np.clip(u, 1e-12, 1.0))
@@ -77,7 +79,7 @@ def make_candidates(
   resolution 4 (small K) and otherwise skipped in favour of `num_random` points (>= 16 by default).
   """
   if k < 1:
-    raise ValueError(f'k={k}; expected >= 1 experts')
+    raise errors.invalid('k', k, '>= 1 experts')
   parts = []
   if include_onehots:
     parts.append(np.eye(k, dtype=np.float32))
@@ -95,7 +97,9 @@ def make_candidates(
   if num_random:
     parts.append(quasi_dirichlet(k, num_random, concentration, seed))
   if not parts:
-    raise ValueError('the candidate set is empty; enable one-hots, mean, grid or random points')
+    raise errors.invalid(
+      'candidates', '(empty set)', 'one-hots, mean, grid or random points enabled'
+    )
   cands = np.concatenate(parts, 0)
   _, idx = np.unique(np.round(cands, 6), axis=0, return_index=True)
   return cands[np.sort(idx)]

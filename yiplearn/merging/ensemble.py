@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from yiplearn.merging import bn
 from yiplearn.merging import tree as tr
 from yiplearn.merging.protocol import (
   BN_MODES,
@@ -38,24 +39,34 @@ def expert_logits(model, experts: PyTree, x: jax.Array, bn_mode: str = 'merge') 
 
 
 def output_ensemble(
-  model, *, weighting: str = 'mean', temperature: float = 0.05, bn_mode: str = 'merge'
+  model,
+  *,
+  weighting: str = 'mean',
+  temperature: float = 0.05,
+  bn_mode: str = 'merge',
+  calibration: jax.Array | None = None,
 ) -> OnlineMethod:
+  """BatchNorm statistics (`merging.bn`): 'merge' = each expert its own, 'recompute' = each expert's
+  re-estimated once on `calibration` source images, 'batch' = the test batch's."""
   check('weighting', weighting, weighting in ('mean', 'entropy'), "'mean' or 'entropy'")
   check('temperature', temperature, temperature >= 0, '>= 0')
-  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  bn.check_mode(bn_mode, calibration, BN_MODES)
 
   def init(experts, base):
     del base
     tr.num_experts(experts)
+    if bn_mode == 'recompute':
+      calib = jnp.asarray(calibration, jnp.float32)
+      experts = jax.vmap(lambda v: bn.recompute(model, v, calib))(experts)
     return EnsembleState(copy_tree(experts), jnp.zeros((), jnp.int32))
 
   def update(state: EnsembleState, x: jax.Array):
     logits_k = expert_logits(model, state.experts, x, bn_mode)
     probs = jax.nn.softmax(logits_k.astype(jnp.float32), -1)
-    h = jnp.mean(entropy(logits_k), axis=1)  # (K,)
-    k = h.shape[0]
+    k = logits_k.shape[0]
+    h = jnp.mean(entropy(logits_k).reshape(k, -1), axis=1)  # (K,); segmentation: over pixels too
     w = jnp.full((k,), 1.0 / k) if weighting == 'mean' else candidate_weights(h, temperature)
-    p = jnp.einsum('k,kbc->bc', w, probs)
+    p = jnp.tensordot(w, probs, axes=1)  # (B, C) or (B, H, W, C)
     logits = jnp.log(jnp.clip(p, 1e-30))
     return (
       EnsembleState(state.experts, state.step + 1),

@@ -10,8 +10,10 @@ Per batch x:
      lambda_enc = sum_j w_j lambda_j, optionally EMA-smoothed across batches;
   3. head: on the merged encoder's features, score head candidates the same way -> lambda_head;
   4. predict x with the single merged model. Forward passes only.
-BatchNorm statistics are encoder leaves and merged like parameters (`bn_mode='merge'`), or the
-batch's own statistics are used (`bn_mode='batch'`).
+BatchNorm statistics (`yiplearn.merging.bn`): the experts' statistics merged with the candidate's
+coefficients normalised to the simplex (`bn_mode='merge'`), re-estimated for every merged candidate on
+fixed source `calibration` images ('recompute', one calibration forward pass per candidate), or the
+batch's own ('batch').
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from yiplearn import parallel
+from yiplearn.merging import bn
 from yiplearn.merging import candidates as cand_lib
 from yiplearn.merging import tree as tr
 from yiplearn.merging.protocol import (
@@ -73,6 +76,7 @@ def score_candidates(
   marginal_weight: float = 0.0,
   chunk_size: int = 8,
   mesh: Mesh | None = None,
+  calibration: jax.Array | None = None,
 ) -> jax.Array:
   """Entropy score (J,) of every candidate `cands` (J, K) for the encoder (vmapped, chunked).
 
@@ -80,19 +84,21 @@ def score_candidates(
   model at lambda_j, as used for the entropy landscape). Forward passes only. With a `mesh` of
   several devices the candidates are split over its first axis (padded to a multiple of its size,
   `parallel.shard_vmapped`); each device scores its block in chunks of `chunk_size`.
+  `calibration`: source images for `bn_mode='recompute'`.
   """
   head_b, enc_b = tr.partition(base, head_predicate)
   head_t, enc_t = tr.partition(tau, head_predicate)
   bn_batch = bn_mode == 'batch'
+  prepare = bn.prepare_fn(model, bn_mode, calibration)
   fixed_head = None if head_lam is None else tr.merge(head_b, head_t, scale * head_lam)
 
   def score_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands):
     score = _score_fn(model, x, bn_batch, marginal_weight)
 
     def one(lam):
-      enc = tr.merge(enc_b, enc_t, scale * lam)
+      enc = tr.merge(enc_b, enc_t, bn.merge_coefficients(enc_b, scale * lam))
       head = tr.merge(head_b, head_t, scale * lam) if fixed_head is None else fixed_head
-      return score(tr.combine(enc, head))
+      return score(prepare(tr.combine(enc, head)))
 
     return jax.lax.map(one, cands, batch_size=min(chunk_size, cands.shape[0]))
 
@@ -120,6 +126,7 @@ def entropy_adaptive(
   head_predicate: tr.PathPredicate = tr.has_key('head'),
   seed: int = 0,
   mesh: Mesh | None = None,
+  calibration: jax.Array | None = None,
 ) -> OnlineMethod:
   """Entropy-adaptive online merging as an (init, update) pair; see the module docstring.
 
@@ -134,12 +141,13 @@ def entropy_adaptive(
       lambda_head, uniform at the start) or 'same' (the candidate itself).
     decouple_head: False uses lambda_head = lambda_enc (no separate head search).
     mesh: split the encoder candidates over this mesh's first axis (None or one device: not split).
+    bn_mode, calibration: BatchNorm statistics, see the module docstring and `merging.bn`.
   """
   check('num_experts', num_experts, num_experts >= 2, '>= 2 (one expert leaves nothing to merge)')
   check('temperature', temperature, temperature >= 0, '>= 0')
   check('ema', ema, 0 <= ema < 1, 'a value in [0, 1)')
   check('refine_radius', refine_radius, 0 <= refine_radius <= 1, 'a value in [0, 1]')
-  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  bn.check_mode(bn_mode, calibration, BN_MODES)
   check('score_head', score_head, score_head in ('previous', 'same'), "'previous' or 'same'")
   check('chunk_size', chunk_size, chunk_size >= 1, '>= 1')
   if candidates is None:
@@ -155,6 +163,7 @@ def entropy_adaptive(
   )
   fixed = jnp.asarray(candidates)
   bn_batch = bn_mode == 'batch'
+  prepare = bn.prepare_fn(model, bn_mode, calibration)
 
   def all_cands(center):
     if refine_radius > 0:
@@ -197,10 +206,11 @@ def entropy_adaptive(
       marginal_weight=marginal_weight,
       chunk_size=chunk_size,
       mesh=mesh,
+      calibration=calibration,
     )
     lam_enc = choose(h_enc, cands_e, state.lam_enc, state.step)
-    enc = tr.merge(enc_b, enc_t, scale * lam_enc)
-    feats = model.encode(tr.combine(enc, head_b), x, train=bn_batch)
+    enc = tr.merge(enc_b, enc_t, bn.merge_coefficients(enc_b, scale * lam_enc))
+    feats = model.encode(prepare(tr.combine(enc, head_b)), x, train=bn_batch)
     # 3. head coefficients on the merged encoder's features.
     if decouple_head:
       cands_h = all_cands(state.lam_head)

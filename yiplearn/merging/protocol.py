@@ -17,6 +17,7 @@ Implementations: `entropy_adaptive` (yiplearn.merging.entropy_adaptive), `adamer
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,13 +25,14 @@ import jax
 import jax.numpy as jnp
 
 from yiplearn import errors
+from yiplearn.merging import bn
 from yiplearn.merging import tree as tr
 
 PyTree = Any
 InitFn = Callable[[PyTree, PyTree], Any]
 UpdateFn = Callable[[Any, jax.Array], tuple[Any, jax.Array, dict]]
 
-BN_MODES = ('merge', 'batch')
+BN_MODES = bn.MODES  # BatchNorm statistics of merged models, see `yiplearn.merging.bn`
 
 
 class OnlineMethod(NamedTuple):
@@ -79,20 +81,33 @@ def check_num_experts(experts: PyTree, num_experts: int) -> None:
   check('experts (leading axis)', k, k == num_experts, f'{num_experts} experts')
 
 
+@functools.lru_cache(maxsize=16)
+def _recompute_jit(model):
+  return jax.jit(functools.partial(bn.recompute, model))
+
+
 class FixedState(NamedTuple):
   variables: PyTree
   step: jax.Array
 
 
 def fixed_model(
-  model, merge_fn: Callable[[PyTree, PyTree], PyTree], bn_mode: str = 'merge'
+  model,
+  merge_fn: Callable[[PyTree, PyTree], PyTree],
+  bn_mode: str = 'merge',
+  calibration: jax.Array | None = None,
 ) -> OnlineMethod:
   """A static merge (or a single expert) as an online method: init merges once with
-  `merge_fn(experts, base)`; update only predicts. `bn_mode='batch'` uses batch statistics."""
-  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  `merge_fn(experts, base)`; update only predicts. BatchNorm statistics (`merging.bn`): 'merge'
+  keeps those `merge_fn` returns, 'recompute' re-estimates them once on `calibration` images
+  (N, H, W, C) for the merged weights, 'batch' uses each test batch's own."""
+  bn.check_mode(bn_mode, calibration)
 
   def init(experts, base):
-    return FixedState(copy_tree(merge_fn(experts, base)), jnp.zeros((), jnp.int32))
+    v = merge_fn(experts, base)
+    if bn_mode == 'recompute':
+      v = _recompute_jit(model)(v, jnp.asarray(calibration, jnp.float32))
+    return FixedState(copy_tree(v), jnp.zeros((), jnp.int32))
 
   def update(state, x):
     logits = model.head(state.variables, model.encode(state.variables, x, train=bn_mode == 'batch'))

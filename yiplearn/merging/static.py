@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from yiplearn import errors
 from yiplearn.merging import tree as tr
 
 PyTree = Any
@@ -24,7 +25,7 @@ def _check_fraction(name: str, value: float, lo_open: bool, hi_open: bool) -> No
   ok_hi = value < 1 if hi_open else value <= 1
   if not (ok_lo and ok_hi):
     lo, hi = ('(' if lo_open else '['), (')' if hi_open else ']')
-    raise ValueError(f'{name}={value}; expected a value in {lo}0, 1{hi}')
+    raise errors.invalid(name, value, f'a value in {lo}0, 1{hi}')
 
 
 def mean_merge(experts: PyTree) -> PyTree:
@@ -94,7 +95,7 @@ def dare_merge(
     return tr.add_scaled(base, jax.tree.map(lambda t: t.sum(0), tau), scale)
   if then == 'ties':
     return tr.add_scaled(base, ties_vector(tau, density), scale)
-  raise ValueError(f"then={then!r}; expected 'task_arithmetic' or 'ties'")
+  raise errors.invalid('then', then, "'task_arithmetic' or 'ties'")
 
 
 def diagonal_fisher(
@@ -141,7 +142,7 @@ def diagonal_fisher(
     total = jax.tree.map(jnp.add, total, batch_sum(params, x, y))
     n += x.shape[0]
   if n == 0:
-    raise ValueError('batches is empty; expected at least one batch to estimate the Fisher')
+    raise errors.invalid('batches', '(empty)', 'at least one batch to estimate the Fisher')
   return jax.tree.map(lambda t: t / n, total)
 
 
@@ -185,14 +186,45 @@ def batch_stats_fisher(param_fishers: PyTree, batch_stats: PyTree) -> PyTree:
   return walk(batch_stats, param_fishers)
 
 
-def fisher_merge(experts: PyTree, fishers: PyTree, eps: float = 1e-8) -> PyTree:
+def fisher_norms(fishers: PyTree) -> jax.Array:
+  """Global L2 norm (K,) of each model's diagonal Fisher over all its (non-None) leaves."""
+  leaves = [f for f in jax.tree.leaves(fishers) if f is not None]
+  if not leaves:
+    raise errors.invalid('fishers', '(no leaves)', 'at least one Fisher estimate')
+  sq = sum(jnp.sum(jnp.square(f.astype(jnp.float32)).reshape(f.shape[0], -1), 1) for f in leaves)
+  return jnp.sqrt(sq)
+
+
+def normalize_fishers(fishers: PyTree) -> PyTree:
+  """Each model's Fisher divided by its global L2 norm (`fisher_norms`), as the reference Fisher
+  merging implementations do by default (Matena & Raffel's `model_merging`, MergeLM, FusionBench):
+  without it a model whose Fisher is large everywhere (e.g. one less certain on its own data) takes
+  almost all the weight on every entry. None leaves stay None."""
+  norms = fisher_norms(fishers)
+
+  def one(f):
+    if f is None:
+      return None
+    scale = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 1.0)
+    return f.astype(jnp.float32) * scale.reshape((-1,) + (1,) * (f.ndim - 1))
+
+  return jax.tree.map(one, fishers, is_leaf=lambda x: x is None)
+
+
+def fisher_merge(
+  experts: PyTree, fishers: PyTree, eps: float = 1e-8, normalize: bool = True
+) -> PyTree:
   """sum_k F_k theta_k / sum_k F_k per entry with F_k <- F_k + eps (Matena & Raffel 2022).
 
   `fishers` is stacked like `experts`; a leaf may be None: that leaf is merged with the uniform
   mean. For BatchNorm statistics pass `batch_stats_fisher(...)` rather than None (see there).
+  `normalize` (default, as the references): each model's Fisher is first divided by its global L2
+  norm over the leaves given (`normalize_fishers`); False weights by the raw Fisher values.
   """
   if eps <= 0:
-    raise ValueError(f'eps={eps}; expected > 0')
+    raise errors.invalid('eps', eps, '> 0')
+  if normalize:
+    fishers = normalize_fishers(fishers)
 
   def one(f, e):
     if f is None:  # a leaf or a whole sub-tree without Fisher estimates

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from yiplearn import errors, optim
-from yiplearn.merging import static
+from yiplearn.merging import bn, static
 from yiplearn.merging import tree as tr
 from yiplearn.merging.protocol import (
   BN_MODES,
@@ -47,17 +47,23 @@ def tent(
   predicate: tr.PathPredicate = tr.is_norm_affine,
   bn_mode: str = 'batch',
   marginal_weight: float = 0.0,
+  calibration: jax.Array | None = None,
 ) -> OnlineMethod:
-  """Tent on the mean merge; `predicate(path)` selects the adapted leaves."""
+  """Tent on the mean merge; `predicate(path)` selects the adapted leaves. BatchNorm statistics
+  (`merging.bn`): 'batch' (Tent's own), 'merge' (the experts' mean), 'recompute' (re-estimated once
+  for the mean merge on `calibration` source images, then kept)."""
   check('steps', steps, steps >= 1, '>= 1')
-  check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
+  bn.check_mode(bn_mode, calibration, BN_MODES)
   check('optimizer', optimizer, optimizer in ('adam', 'sgd'), "'adam' or 'sgd'")
   opt = optax.adam(learning_rate) if optimizer == 'adam' else optax.sgd(learning_rate, 0.9)
   bn_batch = bn_mode == 'batch'
 
   def init(experts, base):
     del base
-    v = copy_tree(static.mean_merge(experts))
+    v = static.mean_merge(experts)
+    if bn_mode == 'recompute':
+      v = bn.recompute(model, v, jnp.asarray(calibration, jnp.float32))
+    v = copy_tree(v)
     train, _ = tr.partition(v, predicate)
     if not jax.tree.leaves(train):
       raise errors.invalid('predicate', 'selects no leaves', 'normalisation scale/bias params')

@@ -15,30 +15,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yiplearn import errors
+
 PyTree = Any
 PathPredicate = Callable[[tuple], bool]
 
 
 def _same_architecture(name: str, tree: PyTree, ref_name: str, ref: PyTree, lead: int = 0) -> None:
-  """Raises one ValueError when `tree` differs from `ref` in structure or leaf shapes (static: jit-safe).
+  """Raises one UserError when `tree` differs from `ref` in structure or leaf shapes (static: jit-safe).
   `lead` leading axes of `tree`'s leaves are ignored (the K axis of stacked experts)."""
   if jax.tree.structure(tree) != jax.tree.structure(ref):
-    raise ValueError(
-      f"{name}: parameter tree {jax.tree.structure(tree)} differs from {ref_name}'s "
-      f'{jax.tree.structure(ref)}; expected models of one architecture'
+    raise errors.invalid(
+      f'{name} parameter tree',
+      str(jax.tree.structure(tree)),
+      f"{ref_name}'s {jax.tree.structure(ref)} (models of one architecture)",
     )
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(ref)):
     if tuple(jnp.shape(a))[lead:] != tuple(jnp.shape(b)):
-      raise ValueError(
-        f'{name}: leaf {"/".join(path_names(path))} has shape {tuple(jnp.shape(a))[lead:]}, '
-        f'{ref_name} has {tuple(jnp.shape(b))}; expected models of one architecture'
+      raise errors.invalid(
+        f'{name} leaf {"/".join(path_names(path))} shape',
+        tuple(jnp.shape(a))[lead:],
+        f'{tuple(jnp.shape(b))} as in {ref_name} (models of one architecture)',
       )
 
 
 def stack(trees: Sequence[PyTree]) -> PyTree:
   """K pytrees of identical structure -> one pytree whose leaves are stacked to (K, ...)."""
   if len(trees) == 0:
-    raise ValueError('trees=[]; expected at least one pytree to stack')
+    raise errors.invalid('trees', [], 'at least one pytree to stack')
   for i, t in enumerate(trees[1:], start=1):
     _same_architecture(f'trees[{i}]', t, 'trees[0]', trees[0])
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
@@ -46,18 +50,19 @@ def stack(trees: Sequence[PyTree]) -> PyTree:
 
 def check_experts(experts: Sequence[PyTree], names: Sequence[str] | None = None) -> None:
   """Host-side check of unstacked experts before merging: at least one, one architecture (tree
-  structure and leaf shapes), finite weights. Raises one ValueError naming the expert and leaf."""
+  structure and leaf shapes), finite weights. Raises one UserError naming the expert and leaf."""
   names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(experts))]
   if len(experts) == 0:
-    raise ValueError('experts=[]; expected at least one expert to merge')
+    raise errors.invalid('experts', [], 'at least one expert to merge')
   for name, e in zip(names, experts):
     _same_architecture(f'expert {name!r}', e, f'expert {names[0]!r}', experts[0])
     for path, leaf in jax.tree_util.tree_leaves_with_path(e):
       x = np.asarray(leaf)
       if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise ValueError(
-          f'expert {name!r}: leaf {"/".join(path_names(path))} holds NaN or Inf; '
-          'expected finite weights (retrain or replace this expert)'
+        raise errors.invalid(
+          f'expert {name!r} leaf {"/".join(path_names(path))}',
+          'NaN or Inf',
+          'finite weights (retrain or replace this expert)',
         )
 
 
@@ -71,7 +76,7 @@ def num_experts(stacked: PyTree) -> int:
   """Size K of the leading expert axis (checked equal over leaves)."""
   sizes = {x.shape[0] for x in jax.tree.leaves(stacked)}
   if len(sizes) != 1:
-    raise ValueError(f'stacked experts have leading axes {sorted(sizes)}; expected one size K')
+    raise errors.invalid('stacked experts leading axes', sorted(sizes), 'one size K')
   return sizes.pop()
 
 
@@ -102,7 +107,7 @@ def merge(base: PyTree, tau: PyTree, coeffs: jax.Array) -> PyTree:
       b + jnp.tensordot(c.astype(t.dtype), t, axes=1) for b, t, c in zip(leaves_b, leaves_t, coeffs)
     ]
   else:
-    raise ValueError(f'coeffs.shape={coeffs.shape}; expected (K,) or ({len(leaves_b)}, K)')
+    raise errors.invalid('coeffs.shape', coeffs.shape, f'(K,) or ({len(leaves_b)}, K)')
   return jax.tree.unflatten(treedef, out)
 
 
