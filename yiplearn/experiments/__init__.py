@@ -22,6 +22,7 @@ EXPERIMENTS = {
   'train_experts': 'yiplearn.experiments.train_experts',
   'merge_online': 'yiplearn.experiments.merge_online',
   'sweep_interactive': 'yiplearn.experiments.sweep_interactive',
+  'annotate': 'yiplearn.app.serve',  # the click-and-learn web app (a program like the experiments)
 }
 
 
