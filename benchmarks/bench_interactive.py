@@ -2,10 +2,13 @@
 
 Times, for a click-conditioned U-Net (`yiplearn.models.unet.UNet`, random weights) at each size:
 
-* MI step  -- one Mid-Interaction update, `updates.mi_step` jitted with the state donated (inputs with the
-  guidance maps are built outside the timed call: two forwards + one backward + one Adam step);
-* PI update -- one Post-Interaction update, `updates.pi_step` (two stages: two optimiser steps, the stage-2
-  artificial clicks by the simulated user's connected components, three forwards + two backwards);
+* MI step  -- one Mid-Interaction click of the per-click tool (`yiplearn.interactive.tool`, state donated):
+  `propose` (click placed, guidance maps, pseudo-label forward), `adapt` (backward through the displayed
+  forward pass's VJP + one Adam step), `show` (the adapted prediction's forward with its VJP): two forwards
+  + one backward, as in the session;
+* PI update -- one Post-Interaction update, the tool's `finish` (the `pi` rule's end-of-image hook: two
+  optimiser steps, the stage-2 artificial clicks by the simulated user's connected components, three
+  forwards + two backwards);
 * session  -- the whole image as one jitted `session.make_session` call (method pi_mi, T clicks: every
   prediction, simulated click, MI update, scoring and the PI update); "per click" = session time / T.
 
@@ -40,9 +43,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common as bc  # noqa: E402
-from yiplearn import clicks as clicks_lib  # noqa: E402
+from yiplearn.interactive import rules  # noqa: E402
 from yiplearn.interactive import session as session_lib  # noqa: E402
-from yiplearn.interactive import updates as U  # noqa: E402
+from yiplearn.interactive.spec import SessionSpec  # noqa: E402
+from yiplearn.interactive.tool import make_tool  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
 SIZES = bc.SIZES  # name: (H = W, image channels, classes, widths, bottleneck, Adam lr)
@@ -108,32 +112,30 @@ def bench_size(
 ) -> dict:
   size, channels, classes, widths, bottleneck, lr = SIZES[name]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
-  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=clicks, lr=lr).validate()
-  tx = U.make_optimizer(hp)
+  spec, rule = SessionSpec(num_classes=classes, num_clicks=clicks), rules.make('pi_mi')
+  tx = rules.make_optimizer(lr)
   # Parameters do not depend on the spatial size: initialise on a small input.
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
   n_params = int(sum(a.size for a in jax.tree_util.tree_leaves(params)))
   image, gt = synthetic_case(size, channels, classes)
-  # Clicks of a finished image: one per class (foreground first), then corrections on the disc rim.
-  pts = [(int(0.45 * size), int(0.55 * size), classes - 1), (size // 10, size // 10, 0)]
-  pts += [(int(0.45 * size), int(0.55 * size + size / 6 - 3), 1)]
-  pts = (pts * clicks)[:clicks]
-  cl = clicks_lib.from_lists(
-    [p[:2] for p in pts], [p[2] for p in pts], clicks, shape=(size, size), num_classes=classes
-  )
-  t = 1  # MI after click 2: C_{t-1} = the first click, C_t = the first two.
-  x_prev = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(clicks) < t))
-  x_cur = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(clicks) <= t))
-  ckeys = clicks_lib.select(cl, jnp.arange(clicks) <= t)
   key = jax.random.key(1)
+  c1, c2 = (int(0.45 * size), int(0.55 * size)), (size // 10, size // 10)
+  # MI and PI as production calls them: the per-click tool's executables (the session runs the same
+  # click step inside its scan). MI after click 2: propose (pseudo-label forward), adapt (backward
+  # through the kept VJP + Adam), show (the adapted prediction with its VJP).
+  tool = make_tool(model, spec, rule, tx=tx)
+  j = tool.jitted
+  view1 = tool.start(tool.init(params), np.asarray(image), c1, classes - 1)[1]
+  c2_j, zero = jnp.asarray(c2, jnp.int32), jnp.int32(0)
 
-  mi = jax.jit(
-    lambda s, xp, xc, c, tt: U.mi_step(model.apply, tx, hp, s, xp, xc, c, tt), donate_argnums=(0,)
-  )
-  pi = jax.jit(
-    lambda s, im, c, fp, k: U.pi_step(model.apply, tx, hp, s, im, c, fp, k), donate_argnums=(0,)
-  )
-  sess = session_lib.make_session(model, hp, tx=tx, unroll=unroll)
+  def mi(state):
+    view2, _ = j['propose'](state, view1, c2_j, zero)
+    state, _ = j['adapt'](state, view2)
+    return j['show'](state, view2._replace(pullback=None))
+
+  accepted = view1._replace(pred=jnp.asarray(gt, jnp.int32))
+  pi = lambda s, k: (j['finish'](s, accepted._replace(key=k)),)
+  sess = session_lib.make_session(model, spec, rule, tx=tx, unroll=unroll)
 
   row = {
     'size': name,
@@ -148,8 +150,8 @@ def bench_size(
     'load_before': os.getloadavg(),
   }
   timed = [
-    ('mi_step', lambda s, i: mi(s, x_prev, x_cur, ckeys, jnp.int32(t)), warmup, repeats),
-    ('pi_update', lambda s, i: pi(s, image, cl, gt, jax.random.fold_in(key, i)), warmup, repeats),
+    ('mi_step', lambda s, i: mi(s), warmup, repeats),
+    ('pi_update', lambda s, i: pi(s, jax.random.fold_in(key, i)), warmup, repeats),
     (
       'session',
       lambda s, i: sess(s, image, gt, jax.random.fold_in(key, i)),
@@ -158,7 +160,7 @@ def bench_size(
     ),
   ]
   for phase, call, w, n in [p for p in timed if p[0] in phases]:
-    state = U.init_state(params, hp, tx)
+    state = rules.init_state(rule, params, tx)
     res, state = time_calls(call, state, w, n)
     res['skipped_updates'] = int(state.skipped)
     row[phase] = res

@@ -10,14 +10,17 @@ worker per measurement, `--worker`), which records wall-clock timestamps:
   build     the U-Net, its parameters (host arrays of the right shapes, as from a checkpoint restore:
             nothing compiled, file I/O not included), the adaptation state (Adam) and the image
   click 1   `tool.start(state, image, coord, label)` of `yiplearn.interactive.tool.make_tool` (method pi_mi:
-            guidance maps + forward + argmax, jitted): trace + lower, compile, first run -- "first prediction"
-            is the moment P_1 is available
-  MI        `tool.click(state, view, coord, label)` (the Mid-Interaction update -- pseudo-label forward,
-            forward + backward of DiceFocal + beta CCG, guarded Adam step -- then the forward that shows P_2
-            with the new parameters; state donated): trace + lower, compile, first run
+            its executables `start` (the rule's start and click hooks) and `show` (guidance maps + forward
+            with its VJP + argmax)): trace + lower, compile, first run -- "first prediction" is the moment P_1
+            is available
+  MI        `tool.propose` + `tool.adapt` (executables `propose`: the pseudo-label forward, shown at once;
+            `adapt`: the Mid-Interaction update through the kept VJP -- backward of DiceFocal + beta CCG,
+            guarded Adam step; then the compiled `show` with the new parameters; state donated): trace +
+            lower, compile, first run
   steady    a second call of each once compiled (click 1 of a new image; click 3 of this one).
 
-Compilation is ahead of time (`tool.jitted[...].lower(...).compile()`) so that its share is separate; a tool
+Compilation is ahead of time (`tool.jitted[name].lower(...).compile()`, the functions `tool.start`,
+`tool.propose` and `tool.adapt` call) so that its share is separate; a tool
 can compile the MI step while the user looks at P_1, so "MI ready" (MI compiled) is reported as well.
 
 Modes per size: `nocache` (no persistent cache), then with JAX's persistent compilation cache
@@ -53,7 +56,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common as bc  # noqa: E402
-from yiplearn.interactive import updates as U  # noqa: E402
+from yiplearn.interactive import rules  # noqa: E402
+from yiplearn.interactive.spec import SessionSpec  # noqa: E402
 from yiplearn.interactive.tool import make_tool  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
@@ -103,6 +107,11 @@ def _aot(jitted, *args) -> tuple[dict, object, object]:
   )
 
 
+def _sum(*times: dict) -> dict:
+  """Durations of consecutive executables, added up per phase."""
+  return {k: sum(t[k] for t in times) for k in ('lower_s', 'compile_s', 'run_s', 'total_s')}
+
+
 def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
   """One measurement; returns timestamps (time.time()) and durations. Runs in a fresh process."""
   counts = {e.rsplit('/', 1)[1]: 0 for e in CACHE_EVENTS}
@@ -126,8 +135,8 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
 
   hw, channels, classes, widths, bottleneck, lr = bc.SIZES[size]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
-  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=clicks_T, lr=lr).validate()
-  tool = make_tool(model, hp)
+  spec = SessionSpec(num_classes=classes, num_clicks=clicks_T)
+  tool = make_tool(model, spec, rules.make('pi_mi'), tx=rules.make_optimizer(lr))
   params = restored_params(model, channels + classes)
   state = tool.init(params)
   rng = np.random.default_rng(0)
@@ -136,39 +145,47 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
   image = jnp.asarray(
     0.3 * lesion[..., None] + rng.normal(0.0, 0.2, (hw, hw, channels)), jnp.float32
   )
+  key = jax.random.PRNGKey(0)
   jax.block_until_ready((state, image))
   t_built = time.time()
 
-  start, click = tool.jitted['start'], tool.jitted['click']
+  j = tool.jitted
   c1 = jnp.asarray((int(0.45 * hw), int(0.55 * hw)), jnp.int32)
   c2 = jnp.asarray(
     (int(0.45 * hw), int(0.55 * hw + hw / 6 - 3)), jnp.int32
   )  # a correction on the lesion's rim
   c3 = jnp.asarray((int(0.45 * hw + hw / 6 - 3), int(0.55 * hw)), jnp.int32)
   fg, bg = jnp.int32(classes - 1), jnp.int32(1)
-  click1, start_c, (state, view) = _aot(start, state, image, c1, fg)
+  # Click 1 = tool.start: the start hooks, then `show` (the forward pass with its VJP).
+  t_start, start_c, (state, view0) = _aot(j['start'], state, image, c1, fg, key)
+  t_show, show_c, (state, view) = _aot(j['show'], state, view0)
+  click1 = _sum(t_start, t_show)
   pred1 = view.pred
   t_pred1 = time.time()
 
-  t0 = time.perf_counter()
-  mi_lowered = click.lower(state, view, c2, bg)
-  t1 = time.perf_counter()
-  mi_c = mi_lowered.compile()
-  t2 = time.perf_counter()
+  # Click 2 = tool.propose (the pseudo-label, one forward) + tool.adapt (the MI update through the kept
+  # VJP, then the same `show` executable displays P_2).
+  t_prop, propose_c, (view2, _) = _aot(j['propose'], state, view, c2, bg)
+  t_pseudo_shown = time.time()
+  t_adapt, adapt_c, (state, _) = _aot(j['adapt'], state, view2)
   t_mi_ready = time.time()
-  state, view = jax.block_until_ready(mi_c(state, view, c2, bg))
+  t0 = time.perf_counter()
+  state, view = jax.block_until_ready(show_c(state, view2._replace(pullback=None)))
+  shown = {'lower_s': 0.0, 'compile_s': 0.0, 'run_s': time.perf_counter() - t0}
+  shown['total_s'] = shown['run_s']
+  mi = _sum(t_prop, t_adapt, shown)
   pred2 = view.pred
-  t3 = time.perf_counter()
   t_mi_shown = time.time()
-  mi = {'lower_s': t1 - t0, 'compile_s': t2 - t1, 'run_s': t3 - t2, 'total_s': t3 - t0}
 
   # Steady state: the next click of each, compiled (a new image's click 1; click 3 of this image).
   fresh = jax.block_until_ready(tool.init(params))
   t0 = time.perf_counter()
-  jax.block_until_ready(start_c(fresh, image, c1, fg))
+  jax.block_until_ready(show_c(*start_c(fresh, image, c1, fg, key)))
   predict_again = time.perf_counter() - t0
   t0 = time.perf_counter()
-  state, view = jax.block_until_ready(mi_c(state, view, c3, bg))
+  view3, _ = propose_c(state, view, c3, bg)
+  state, _ = adapt_c(state, view3)
+  state, view = jax.block_until_ready(show_c(state, view3._replace(pullback=None)))
   mi_again = time.perf_counter() - t0
 
   return {
@@ -180,6 +197,7 @@ def worker(size: str, cache_dir: str | None, clicks_T: int) -> dict:
     'configured_time': t_config,
     'built_time': t_built,
     'pred1_time': t_pred1,
+    'pseudo_shown_time': t_pseudo_shown,
     'mi_ready_time': t_mi_ready,
     'mi_shown_time': t_mi_shown,
     'click1': click1,

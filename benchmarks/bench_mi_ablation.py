@@ -1,6 +1,6 @@
 """Ablation of the Mid-Interaction step's speed: U-Net formulations side by side with PyTorch eager.
 
-Times one `updates.mi_step` (jitted, state donated) at the brain size (256 x 256, 1 + 2 input channels, paper
+Times one Mid-Interaction click of the per-click tool (`propose` + `adapt`, state donated) at the brain size (256 x 256, 1 + 2 input channels, paper
 widths) for U-Net variants that compute the same function, alternating with the PyTorch eager reference
 (`torch_reference.Adapter.mi_step`) so that all see the same load:
 
@@ -35,8 +35,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from yiplearn import clicks as C  # noqa: E402
-from yiplearn.interactive import updates as U  # noqa: E402
+from yiplearn.interactive import rules  # noqa: E402
+from yiplearn.interactive.spec import SessionSpec  # noqa: E402
+from yiplearn.interactive.tool import make_tool  # noqa: E402
 from yiplearn.models import unet as unet_mod  # noqa: E402
 
 VARIANTS = ('window-flax', 'reshape-einsum', 'lib-xla', 'lib-matmul')
@@ -146,26 +147,27 @@ def main() -> None:
   warnings.filterwarnings('ignore', message='Some donated buffers were not usable')
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   hw, channels, classes, widths, bottleneck, lr = common.SIZES[size]
-  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=4, lr=lr).validate()
-  tx = U.make_optimizer(hp)
+  spec, tx = SessionSpec(num_classes=classes, num_clicks=4), rules.make_optimizer(lr)
   img = jnp.asarray(np.random.default_rng(1).normal(size=(hw, hw, channels)), jnp.float32)
-  cl = C.from_lists(
-    [(hw // 2, hw // 2), (5, 5)], [classes - 1, 0], 4, shape=(hw, hw), num_classes=classes
-  )
-  c1 = C.select(cl, jnp.arange(4) <= 1)
-  xp, xc = U.make_input(hp, img, C.select(cl, jnp.arange(4) < 1)), U.make_input(hp, img, c1)
+  p1, p2 = (hw // 2, hw // 2), (5, 5)
   if args.parts:
     return parts(size, args.repeats, torch, tr)
   fns = {}
   for v in variants:
     m = make_model(v, classes, widths, bottleneck)
     params = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
-    f = jax.jit(
-      lambda s, m=m: U.mi_step(m.apply, tx, hp, s, xp, xc, c1, jnp.int32(1))[0], donate_argnums=0
-    )
+    tool = make_tool(m, spec, rules.make('mi'), tx=tx)
+    state, view1 = tool.start(tool.init(params), np.asarray(img), p1, classes - 1)
+    # One MI click of the tool (production): propose (pseudo-label forward) + adapt (backward through
+    # the displayed forward pass's VJP + Adam); the adapted prediction's `show` is not timed here.
+    f = lambda s, j=tool.jitted, v1=view1: j['adapt'](
+      s, j['propose'](s, v1, jnp.asarray(p2, jnp.int32), jnp.int32(0))[0]
+    )[0]
     t0 = time.perf_counter()
-    fns[v] = [f, jax.block_until_ready(f(U.init_state(params, hp, tx)))]
+    fns[v] = [f, jax.block_until_ready(f(state))]
     print(f'{v}: compile + first step {time.perf_counter() - t0:.1f} s', flush=True)
+  xp = view1.x
+  xc = tool.propose(state, view1, p2, 0)[0].x
   ad = tr.Adapter(tr.UNet(channels + classes, classes, widths, bottleneck), classes, lr)
   to_t = lambda x: torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(2, 0, 1)[None]))
   xpt, xct = to_t(xp), to_t(xc)

@@ -1,6 +1,6 @@
 """Click pre-training throughput: images per second of the jitted pre-training step (issue 5).
 
-Times `yiplearn.experiments.pretrain.make_train_step` -- per sample the iterative click simulation (a
+Times `yiplearn.interactive.pretraining.make_train_step` -- per sample the iterative click simulation (a
 ground-truth click, a prediction from it, 0..9 more clicks in its error components), then DiceFocal +
 beta CCG over the clicks, backward and the guarded Adam step -- with the configs' model, clicks, loss and
 batch size (`configs/interactive_lgg.py:stage=pretrain`, the LGG pre-training):
@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common as bc  # noqa: E402
 from configs import interactive_lgg  # noqa: E402
-from yiplearn.experiments import pretrain, seg_common  # noqa: E402
+from yiplearn.experiments import interactive_setup, seg_common  # noqa: E402
+from yiplearn.interactive import pretraining  # noqa: E402
 
 
 def size_config(size: str, batch: int | None):
@@ -86,15 +87,18 @@ def bench_size(
   load_before = bc.load_avg()
   t0 = time.perf_counter()
   model = seg_common.make_unet(config.model, classes)
-  tx = pretrain.make_optimizer(config.optim)
+  spec = interactive_setup.spec_from_config(config)
+  loss = interactive_setup.loss_from_config(config)
+  o = config.optim
+  tx = pretraining.make_optimizer(float(o.lr), int(o.decay_every), float(o.decay_rate))
   key = jax.random.PRNGKey(0)
   state = jax.block_until_ready(
-    pretrain.init_state(config, model, channels, classes, tx, jax.random.fold_in(key, 0))
+    pretraining.init_state(model, spec, channels, hw, tx, jax.random.fold_in(key, 0))
   )
   build_s = time.perf_counter() - t0
   n_params = int(sum(a.size for a in jax.tree_util.tree_leaves(state.params)))
 
-  mesh_supported = 'mesh' in inspect.signature(pretrain.make_train_step).parameters
+  mesh_supported = 'mesh' in inspect.signature(pretraining.make_train_step).parameters
   mesh = None
   if mesh_supported:  # the data-parallel step of the experiment (a 1-device mesh on one device)
     from yiplearn import parallel  # pylint: disable=g-import-not-at-top
@@ -104,12 +108,10 @@ def bench_size(
     rep, bsh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     state, key = jax.device_put((state, key), rep)
     put = lambda im, m: (jax.device_put(im, bsh), jax.device_put(m, bsh))  # noqa: E731
-    step_fn = pretrain.make_train_step(
-      model.apply, tx, num_classes=classes, config=config, mesh=mesh
-    )
+    step_fn = pretraining.make_train_step(model.apply, tx, spec, loss, mesh=mesh)
   else:
     put = lambda im, m: (jax.device_put(im), jax.device_put(m))  # noqa: E731
-    step_fn = pretrain.make_train_step(model.apply, tx, num_classes=classes, config=config)
+    step_fn = pretraining.make_train_step(model.apply, tx, spec, loss)
   n_dev = 1 if mesh is None else int(mesh.devices.size)
 
   rng = np.random.default_rng(0)
@@ -236,7 +238,7 @@ def main() -> None:
     type=int,
     default=None,
     help='devices of the data-parallel mesh (default all; '
-    'used when pretrain.make_train_step takes a mesh)',
+    'used when pretraining.make_train_step takes a mesh)',
   )
   p.add_argument('--no_peak', action='store_true', help='skip the matmul peak measurement')
   p.add_argument('--out', default='bench_pretrain.json')

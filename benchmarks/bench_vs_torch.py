@@ -5,10 +5,12 @@ flax parameters copied into the torch model, the same inputs and the same Adam h
 
 * first a check that both compute the same MI loss (relative difference printed, must be < 1e-4) so the two
   sides time the same computation;
-* MI step: yiplearn `updates.mi_step` jitted with the state donated vs `Adapter.mi_step` (no-grad pseudo-label
-  forward, forward + backward, Adam step);
-* PI update: `updates.pi_step` (jitted) vs `Adapter.pi_step` (two forward + backward + Adam steps, stage-2
-  clicks from scipy connected components);
+* MI step: the per-click tool's MI click (`yiplearn.interactive.tool`: `propose` = pseudo-label forward,
+  `adapt` = the MI update through the displayed forward pass's VJP + Adam step, then the adapted prediction
+  shown with its VJP; state donated) vs `Adapter.mi_step` (no-grad pseudo-label forward, forward + backward,
+  Adam step; it shows no prediction);
+* PI update: the tool's `finish` (the `pi` rule's end-of-image hook, jitted) vs `Adapter.pi_step` (two
+  forward + backward + Adam steps, stage-2 clicks from scipy connected components);
 * the calls alternate (yiplearn, torch, yiplearn, torch, ...) so that both see the same machine load; median
   and min of `--repeats` calls after `--warmup` untimed ones; ratio = yiplearn / torch (below 1: yiplearn faster);
 * achieved FLOP/s: the U-Net's convolution FLOPs (2 H W Cin Cout k^2 per conv, forward F; MI = 4 F: pseudo
@@ -39,7 +41,9 @@ from bench_interactive import synthetic_case  # noqa: E402
 from common import SIZES  # noqa: E402
 
 from yiplearn import clicks as clicks_lib  # noqa: E402
-from yiplearn.interactive import updates as U  # noqa: E402
+from yiplearn.interactive import rules, step  # noqa: E402
+from yiplearn.interactive.spec import Loss, SessionSpec  # noqa: E402
+from yiplearn.interactive.tool import make_tool  # noqa: E402
 from yiplearn.models.unet import UNet  # noqa: E402
 
 PAPER_GPU = {'mi': 0.05, 'pi': 0.09}  # s per update, A5000 (the paper)
@@ -90,19 +94,18 @@ def bench_size(
 
   size, channels, classes, widths, bottleneck, lr = SIZES[name]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
-  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=10, lr=lr).validate()
-  tx = U.make_optimizer(hp)
+  spec, rule, loss = SessionSpec(num_classes=classes, num_clicks=10), rules.make('pi_mi'), Loss()
+  tx = rules.make_optimizer(lr)
+  tool = make_tool(model, spec, rule, tx=tx)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
   image, gt = synthetic_case(size, channels, classes)
   c1 = (int(0.45 * size), int(0.55 * size))
   c2 = (size // 10, size // 10)
-  cl = clicks_lib.from_lists(
-    [c1, c2], [classes - 1, 0], hp.num_clicks, shape=(size, size), num_classes=classes
-  )
-  t = 1
-  cur = clicks_lib.select(cl, jnp.arange(hp.num_clicks) <= t)
-  x_prev = U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(hp.num_clicks) < t))
-  x_cur = U.make_input(hp, image, cur)
+  # The tool's views: click 1 shown (its input is the MI step's x_prev), click 2 proposed (x_cur).
+  state = tool.init(params)
+  state, view1 = tool.start(state, np.asarray(image), c1, classes - 1)
+  x_prev = view1.x
+  x_cur = tool.propose(state, view1, c2, 0)[0].x
   to_t = lambda x: torch.from_numpy(
     np.ascontiguousarray(np.asarray(x).transpose(2, 0, 1)[None])
   ).to(device)
@@ -112,14 +115,21 @@ def bench_size(
   tr.load_flax_params(tmodel, params)
   tmodel.to(device)
   adapter = tr.Adapter(
-    tmodel, classes, lr, beta=hp.beta, ccg_sigma=hp.ccg_sigma, pi_clicks=hp.num_clicks
+    tmodel, classes, lr, beta=loss.beta, ccg_sigma=loss.ccg_sigma, pi_clicks=spec.num_clicks
   )
-  mi = jax.jit(
-    lambda s: U.mi_step(model.apply, tx, hp, s, x_prev, x_cur, cur, jnp.int32(t)), donate_argnums=0
-  )
-  state = U.init_state(params, hp, tx)
+  # MI click of the tool (production): propose (pseudo-label forward) + adapt (the MI update through the
+  # displayed forward pass's VJP, then the adapted prediction shown).
+  propose, adapt, show = tool.jitted['propose'], tool.jitted['adapt'], tool.jitted['show']
+  c2_j, zero = jnp.asarray(c2, jnp.int32), jnp.int32(0)
+
+  def mi(state):
+    view2, _ = propose(state, view1, c2_j, zero)
+    state, loss = adapt(state, view2)
+    state, view3 = show(state, view2._replace(pullback=None))
+    return state, loss, view3.pred
+
   t0 = time.perf_counter()
-  state, loss_j = jax.block_until_ready(mi(state))
+  state, loss_j, _ = jax.block_until_ready(mi(state))
   mi_compile = time.perf_counter() - t0
   loss_t = adapter.mi_step(xp_t, xc_t, c2, 0)
   rel = abs(float(loss_j) - loss_t) / max(abs(loss_t), 1e-12)
@@ -133,9 +143,11 @@ def bench_size(
     )
 
   img_np, gt_np = np.asarray(image), np.asarray(gt)
-  pi = jax.jit(lambda s, k: U.pi_step(model.apply, tx, hp, s, image, cl, gt, k), donate_argnums=0)
+  # PI of the tool (production): finish on click 1's view with P_final = the ground truth.
+  finish, accepted = tool.jitted['finish'], view1._replace(pred=jnp.asarray(gt, jnp.int32))
+  pi = lambda s, k: finish(s, accepted._replace(key=k))
   t0 = time.perf_counter()
-  state = jax.block_until_ready(pi(state, jax.random.key(0))[0])
+  state = jax.block_until_ready(pi(state, jax.random.key(0)))
   pi_compile = time.perf_counter() - t0
   adapter.pi_step(img_np, c1, classes - 1, gt_np)
 
@@ -145,7 +157,7 @@ def bench_size(
     holder['state'] = jax.block_until_ready(mi(holder['state'])[0])
 
   def j_pi(i):
-    holder['state'] = jax.block_until_ready(pi(holder['state'], jax.random.key(i))[0])
+    holder['state'] = jax.block_until_ready(pi(holder['state'], jax.random.key(i)))
 
   times = {k: [] for k in ('mi_yiplearn', 'mi_torch', 'pi_yiplearn', 'pi_torch')}
   for i in range(warmup + repeats):
@@ -196,7 +208,7 @@ def grad_check(name: str = 'small') -> list[dict]:
 
   size, channels, classes, widths, bottleneck, lr = SIZES[name]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck)
-  hp = U.HParams(num_classes=classes, method='pi_mi', num_clicks=4, lr=lr).validate()
+  spec, loss = SessionSpec(num_classes=classes, num_clicks=4), Loss()
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, channels + classes)))
   image = jnp.asarray(
     np.random.default_rng(1).normal(size=(size, size, channels)), jnp.float32
@@ -210,13 +222,13 @@ def grad_check(name: str = 'small') -> list[dict]:
   )
   cur = clicks_lib.select(cl, jnp.arange(4) <= 1)
   x_prev, x_cur = (
-    U.make_input(hp, image, clicks_lib.select(cl, jnp.arange(4) < 1)),
-    U.make_input(hp, image, cur),
+    step.build_input(spec, image, clicks_lib.select(cl, jnp.arange(4) < 1)),
+    step.build_input(spec, image, cur),
   )
-  pseudo = jnp.argmax(U.predict(model.apply, params, x_cur), -1)
+  pseudo = jnp.argmax(step.predict(model.apply, params, x_cur), -1)
   newest = clicks_lib.select(cl, jnp.arange(4) == 1)
   g_jax = jax.grad(
-    lambda p: U.mi_loss_from_logits(hp, U.predict(model.apply, p, x_prev), pseudo, newest)
+    lambda p: rules.objective(loss, step.predict(model.apply, p, x_prev), pseudo, newest, classes)
   )(params)
   as_torch = tr.UNet(channels + classes, classes, widths, bottleneck)
   tr.load_flax_params(as_torch, g_jax)  # the flax gradient tree in torch's layout
@@ -228,10 +240,10 @@ def grad_check(name: str = 'small') -> list[dict]:
     tr.load_flax_params(tm, params)
     tm = tm.to(dtype)
     logits = tm(xt.to(dtype))
-    loss = tr.dice_focal(logits, target, classes) + hp.beta * tr.ccg_loss(
-      logits, target, np.asarray([(5, 5)]), np.asarray([0]), hp.ccg_sigma
+    value = tr.dice_focal(logits, target, classes) + loss.beta * tr.ccg_loss(
+      logits, target, np.asarray([(5, 5)]), np.asarray([0]), loss.ccg_sigma
     )
-    loss.backward()
+    value.backward()
     grads[dtype] = {n: p.grad.double() for n, p in tm.named_parameters()}
   rows = []
   for (n, g64), gj in zip(grads[torch.float64].items(), as_torch.parameters()):

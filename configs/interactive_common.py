@@ -1,6 +1,13 @@
-"""Sub-configs shared by the interactive-segmentation configs (DESIGN.md 1.1 defaults)."""
+"""Sub-configs shared by the interactive-segmentation configs.
+
+The defaults of the clicks, the loss and the rules are copied from their one home in the core
+(`yiplearn.interactive.spec` and the factories of `yiplearn.interactive.rules`, DESIGN.md 1.1); the
+mapping back is `yiplearn/experiments/interactive_setup.py`.
+"""
 
 import ml_collections
+
+from yiplearn.interactive import rules, spec
 
 
 def model(quick: bool, paper: bool = False) -> ml_collections.ConfigDict:
@@ -22,23 +29,36 @@ def mesh() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({'shape': -1, 'axis_names': ('data',)})
 
 
-def clicks(max_clicks: int = 10) -> ml_collections.ConfigDict:
+def clicks(max_clicks: int | None = None) -> ml_collections.ConfigDict:
+  d = spec.SessionSpec._field_defaults
   return ml_collections.ConfigDict(
     {
-      'max_clicks': max_clicks,
-      'encoding': 'gaussian',
-      'sigma': 5.0,
-      'radius': 5.0,
-      'policy': 'random_in_largest',
-      'prev_mask': False,
+      'max_clicks': d['num_clicks'] if max_clicks is None else max_clicks,
+      'encoding': d['encoding'],
+      'sigma': d['sigma'],
+      'radius': d['radius'],
+      'policy': d['policy'],
+      'prev_mask': d['prev_mask'],
     }
   )
 
 
 def loss() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-    {'alpha': 0.7, 'gamma': 2.0, 'beta': 200.0, 'ccg_sigma': 3.0, 'ccg_variant': 'paper'}
+  return ml_collections.ConfigDict(spec.Loss()._asdict())
+
+
+def rule_sections(c: ml_collections.ConfigDict) -> None:
+  """The rules' own hyper-parameters: pi.{clicks (0 = T), repredict, stage1_ccg}, ia_sa, tent."""
+  pi = rules.defaults(rules.pi)
+  c.pi = ml_collections.ConfigDict(
+    {
+      'clicks': pi['pi_clicks'] or 0,
+      'repredict': pi['pi_repredict'],
+      'stage1_ccg': pi['pi_stage1_ccg'],
+    }
   )
+  c.ia_sa = ml_collections.ConfigDict(rules.defaults(rules.ia_sa))
+  c.tent = ml_collections.ConfigDict(rules.defaults(rules.tent))
 
 
 def augment(enabled: bool = True) -> ml_collections.ConfigDict:
@@ -95,7 +115,7 @@ def pretrain(
   return c
 
 
-METHODS = ('frozen', 'ia_sa', 'tent', 'pi', 'pi_mi', 'oracle')
+METHODS = ('frozen', 'ia_sa', 'tent', 'pi', 'pi_mi', 'oracle')  # names: rules.METHODS
 
 
 def adapt(
@@ -120,9 +140,8 @@ def adapt(
   c.clicks = clicks(10)
   c.loss = loss()
   c.optim = ml_collections.ConfigDict({'lr': lr})
-  c.episodic = False
-  c.ia_sa = ml_collections.ConfigDict({'reg_weight': 1.0})
-  c.tent = ml_collections.ConfigDict({'lr_scale': 1.0})
+  c.episodic = False  # every method reset to the pre-trained model before each image
+  rule_sections(c)
   c.checkpoint_every = 10  # images between stream checkpoints (resume)
   c.session_unroll = (
     1  # clicks unrolled in the session scan (rolled: fast to compile; see benchmarks/NOTES.md)

@@ -75,7 +75,8 @@ def devices8(out: str) -> None:
   report = {}
 
   # 1. A data-parallel pre-training step (batch 8 over 8 devices) against one device.
-  from yiplearn.experiments import pretrain, seg_common  # pylint: disable=g-import-not-at-top
+  from yiplearn.experiments import interactive_setup, pretrain, seg_common  # pylint: disable=g-import-not-at-top
+  from yiplearn.interactive import pretraining  # pylint: disable=g-import-not-at-top
 
   cfg = pretrain_config(8)
   model = seg_common.make_unet(cfg.model, 3)
@@ -87,9 +88,10 @@ def devices8(out: str) -> None:
   key = jax.random.PRNGKey(0)
   results = {}
   for name, mesh in (('one', mesh1), ('eight', mesh8)):
-    state = pretrain.init_state(cfg, model, 3, 3, tx, jax.random.PRNGKey(1))
+    spec = interactive_setup.spec_from_config(cfg)
+    state = pretraining.init_state(model, spec, 3, 16, tx, jax.random.PRNGKey(1))
     state, k = parallel.to_global((state, key), parallel.replicated(mesh))
-    step = pretrain.make_train_step(model.apply, tx, num_classes=3, config=cfg, mesh=mesh)
+    step = pretrain.make_train_step(model.apply, tx, cfg, mesh=mesh)
     for _ in range(2):
       batch = parallel.from_process_local((images, masks), parallel.batch_sharding(mesh))
       state, metrics = step(state, *batch, k)
@@ -113,22 +115,25 @@ def devices8(out: str) -> None:
   # 3. A stream sweep: 5 streams (learning rates x seeds) padded to 8 devices, against the vmapped session.
   from test_session import _data, _hp, toy_apply, toy_params  # pylint: disable=g-import-not-at-top
 
+  from yiplearn.interactive import rules  # pylint: disable=g-import-not-at-top
   from yiplearn.interactive import session as S  # pylint: disable=g-import-not-at-top
-  from yiplearn.interactive import updates as U  # pylint: disable=g-import-not-at-top
 
-  hp = _hp('pi_mi')
+  spec, rule = _hp('pi_mi')
   params = toy_params(3)
   lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
   def states():
     return jax.tree.map(
-      lambda *a: jnp.stack(a), *[U.set_learning_rate(U.init_state(params, hp), lr) for lr in lrs]
+      lambda *a: jnp.stack(a),
+      *[rules.set_learning_rate(rules.init_state(rule, params), lr) for lr in lrs],
     )
 
   keys = jnp.stack([jax.random.PRNGKey(i % 2) for i in range(len(lrs))])
   img, gt = _data(0)
-  ref = S.make_session(toy_apply, hp, stream_axes=(0, None, None, 0))(states(), img, gt, keys)
-  sharded = parallel.sharded_session(toy_apply, hp, mesh8)
+  ref = S.make_session(toy_apply, spec, rule, stream_axes=(0, None, None, 0))(
+    states(), img, gt, keys
+  )
+  sharded = S.sharded_session(toy_apply, spec, rule, mesh8)
   got = sharded(states(), img, gt, keys)
   assert got[1].dice.shape[0] == len(lrs)
   report['session_sweep'] = _close(got, ref)

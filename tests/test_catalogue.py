@@ -17,8 +17,9 @@ from configs import common, interactive_fundus, merge_digits
 from yiplearn import checks, clicks, experiments
 from yiplearn.data import registry, streams
 from yiplearn.experiments import adapt_interactive, merge_online, pretrain, train_experts
+from yiplearn.interactive import rules
 from yiplearn.interactive import session as session_lib
-from yiplearn.interactive import updates
+from yiplearn.interactive.spec import SessionSpec
 from yiplearn.io import checkpoints, files
 from yiplearn.merging import online
 from yiplearn.merging import tree as tr
@@ -30,19 +31,19 @@ def toy_apply(params, x):
   return jnp.einsum('nhwc,ck->nhwk', x, params['w'])
 
 
-HP = updates.HParams(num_classes=K, method='pi_mi', num_clicks=3, lr=1e-2)
-SESSION = session_lib.make_session(toy_apply, HP)
+RULE, TX = rules.make('pi_mi'), rules.make_optimizer(1e-2)
+SESSION = session_lib.make_session(toy_apply, SessionSpec(num_classes=K, num_clicks=3), RULE, tx=TX)
 PARAMS = {'w': jnp.full((1 + K, K), 0.1)}
 
 
 def _session(image, gt):
-  SESSION(updates.init_state(PARAMS, HP), image, gt, jax.random.PRNGKey(0))
+  SESSION(rules.init_state(RULE, PARAMS, TX), image, gt, jax.random.PRNGKey(0))
 
 
 def _run_stream(images):
   session_lib.run_stream(
     SESSION,
-    updates.init_state(PARAMS, HP),
+    rules.init_state(RULE, PARAMS, TX),
     images,
     np.zeros((len(images), H, W), np.int32),
     jax.random.PRNGKey(0),
@@ -183,15 +184,15 @@ CASES = [
   # Hyper-parameters and experiment configs (checked before any data is built).
   (
     'session_lr_zero',
-    lambda p: updates.HParams(num_classes=K, lr=0.0).validate(),
+    lambda p: rules.make_optimizer(0.0),
     ValueError,
-    'lr: got 0.0, expected > 0',
+    'lr=0.0: expected > 0',
   ),
   (
     'session_click_budget_zero',
-    lambda p: updates.HParams(num_classes=K, num_clicks=0).validate(),
+    lambda p: SessionSpec(num_classes=K, num_clicks=0).validate(),
     ValueError,
-    'num_clicks: got 0, expected an integer >= 1',
+    'num_clicks=0: expected an integer >= 1',
   ),
   (
     'adapt_lr_negative',
@@ -203,13 +204,13 @@ CASES = [
     'adapt_click_budget_zero',
     lambda p: adapt_interactive.validate(_adapt_config(**{'clicks.max_clicks': 0})),
     ValueError,
-    'clicks.max_clicks=0: expected a click budget >= 1 per image',
+    'clicks.max_clicks=0: expected a click budget >= 1',
   ),
   (
     'adapt_unknown_method',
     lambda p: adapt_interactive.validate(_adapt_config(methods=('frozen', 'magic'))),
     ValueError,
-    "method: got 'magic', expected one of",
+    "methods='magic': expected one of",
   ),
   (
     'pretrain_batch_zero',
@@ -337,7 +338,7 @@ CASES = [
     'checkpoint_missing',
     lambda p: adapt_interactive.validate(_adapt_config(checkpoint_dir=str(p / 'nowhere'))),
     FileNotFoundError,
-    "nowhere' does not exist: expected the best/ directory of a pretrain run",
+    "nowhere': expected an existing best/ directory of a pretrain run",
   ),
   (
     'checkpoint_empty',
@@ -446,7 +447,7 @@ def test_bad_checkpoint_is_one_clear_error(saved_model, tmp_path, how):
 # Documented behaviour of degenerate ground truths (yiplearn/interactive/user.py).
 def _interact(gt):
   state, out = SESSION(
-    updates.init_state(PARAMS, HP), np.ones((H, W, 1), np.float32), gt, jax.random.PRNGKey(0)
+    rules.init_state(RULE, PARAMS, TX), np.ones((H, W, 1), np.float32), gt, jax.random.PRNGKey(0)
   )
   return jax.device_get(out)
 

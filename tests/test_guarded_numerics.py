@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from configs import interactive_fundus
+from yiplearn import optim
 from yiplearn.experiments import merge_online, pretrain, train_experts
+from yiplearn.interactive import rules
 from yiplearn.interactive import session as session_lib
-from yiplearn.interactive import updates
+from yiplearn.interactive.spec import SessionSpec
 from yiplearn.io import files
 from yiplearn.merging import adamerging, tent
 from yiplearn.merging import tree as tr
@@ -39,11 +41,15 @@ def _gt():
 
 
 def test_session_skips_and_counts_updates_of_a_nan_image():
-  hp = updates.HParams(num_classes=K, method='pi_mi', num_clicks=3, lr=1e-2)
+  spec, rule, tx = (
+    SessionSpec(num_classes=K, num_clicks=3),
+    rules.make('pi_mi'),
+    rules.make_optimizer(),
+  )
   params = toy_params(1 + K)
-  session = session_lib.make_session(toy_apply, hp)
+  session = session_lib.make_session(toy_apply, spec, rule, tx=tx)
   image = np.full((H, W, 1), np.nan, np.float32)
-  state, out = session(updates.init_state(params, hp), image, _gt(), jax.random.PRNGKey(0))
+  state, out = session(rules.init_state(rule, params, tx), image, _gt(), jax.random.PRNGKey(0))
   assert int(out.updates) >= 2 and int(out.skipped) == int(
     out.updates
   )  # every attempt skipped, counted
@@ -64,10 +70,8 @@ def test_pretrain_step_skips_a_nan_batch():
   tx = pretrain.make_optimizer(config.optim)
   params = toy_params(3 + K)
   w0 = np.asarray(params['w'])  # the step donates its state
-  state = pretrain.TrainState(
-    params, tx.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
-  )
-  step = pretrain.make_train_step(toy_apply, tx, num_classes=K, config=config)
+  state = optim.init_train_state(params, tx)
+  step = pretrain.make_train_step(toy_apply, tx, config)
   masks = jnp.asarray(np.stack([_gt(), _gt()]))
   state, metrics = step(state, jnp.full((2, H, W, 3), jnp.nan), masks, jax.random.PRNGKey(0))
   assert (

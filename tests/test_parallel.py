@@ -37,7 +37,7 @@ def test_make_mesh_shapes_and_errors():
   assert parallel.make_mesh((-1, 1), ('data', 'model')).shape == {'data': n, 'model': 1}
   assert parallel.mesh_from_config({'shape': 1, 'axis_names': 'streams'}).axis_names == ('streams',)
   assert parallel.mesh_from_config(None).size == n
-  with pytest.raises(ValueError, match=r'mesh.shape=\(3, 5\): needs 15 devices'):
+  with pytest.raises(ValueError, match=r'mesh.shape=\(3, 5\): expected \d+ devices in all'):
     parallel.make_mesh((3, 5), ('a', 'b'))
   with pytest.raises(ValueError, match='mesh.shape=99: expected at most'):
     parallel.make_mesh(99)

@@ -9,9 +9,10 @@ import pytest
 from toys import toy_apply, toy_params
 
 from yiplearn import clicks as clicks_lib
+from yiplearn import errors, optim
+from yiplearn.interactive import rules, step, user
 from yiplearn.interactive import session as S
-from yiplearn.interactive import updates as U
-from yiplearn.interactive import user
+from yiplearn.interactive.spec import SessionSpec
 from yiplearn.models.unet import UNet
 
 H = W = 16
@@ -28,16 +29,23 @@ def _data(seed=0):
   return img, gt
 
 
+TX = rules.make_optimizer(1e-2)
+
+
 def _hp(method, **kw):
+  """(spec, rule) of a method; spec fields in kw."""
   kw.setdefault('num_clicks', T)
-  kw.setdefault('lr', 1e-2)
-  return U.HParams(num_classes=K, method=method, **kw)
+  return SessionSpec(num_classes=K, **kw), rules.make(method)
+
+
+def _init(method, params):
+  return rules.init_state(rules.make(method), params, TX)
 
 
 @functools.cache
 def _session(method, **kw):
   """Sessions shared between tests (each distinct one costs a compilation)."""
-  return S.make_session(toy_apply, _hp(method, **kw))
+  return S.make_session(toy_apply, *_hp(method, **kw), tx=TX)
 
 
 def _copy(tree):
@@ -58,9 +66,8 @@ def _np_dice(pred, gt, k):
 
 
 def test_pi_mi_session_runs_scores_and_does_not_recompile():
-  hp = _hp('pi_mi')
   session = _session('pi_mi')
-  state = U.init_state(toy_params(1 + K), hp)
+  state = _init('pi_mi', toy_params(1 + K))
   img, gt = _data(0)
   state, out = session(state, img, gt, jax.random.PRNGKey(0))
   img2, gt2 = _data(1)
@@ -90,18 +97,17 @@ def test_pi_mi_session_runs_scores_and_does_not_recompile():
   assert out2.click_loss[0] == 0 and np.all((out2.click_loss[1:] > 0) == c.valid[1:])
 
 
-def test_session_mi_equals_standalone_mi_step():
-  """The vjp reuse of the shown prediction gives exactly the update of U.mi_step (recomputed forwards)."""
-  hp = _hp('mi_only', num_clicks=2)
-  tx = U.make_optimizer(hp)
+def test_session_mi_equals_mi_by_hand():
+  """The vjp reuse of the shown prediction gives exactly the MI update with recomputed forwards."""
+  spec, rule = _hp('mi', num_clicks=2)
   params = toy_params(1 + K, seed=1)
   img, gt = _data(2)
   key = jax.random.PRNGKey(3)
-  state, out = S.make_session(toy_apply, hp)(U.init_state(params, hp), img, gt, key)
+  state, out = S.make_session(toy_apply, spec, rule, tx=TX)(_init('mi', params), img, gt, key)
 
   @jax.jit
   def by_hand(params):
-    return _mi_by_hand(hp, tx, params, img, gt, key)
+    return _mi_by_hand(spec, params, img, gt, key)
 
   ref, ref_loss, cl, v2, p2 = by_hand(params)
   assert bool(v2)
@@ -112,20 +118,26 @@ def test_session_mi_equals_standalone_mi_step():
   np.testing.assert_array_equal(np.asarray(out.final_pred), np.asarray(p2))
 
 
-def _mi_by_hand(hp, tx, params, img, gt, key):
+def _mi_by_hand(spec, params, img, gt, key):
   # By hand: click 1 from GT, P_1, click 2 in P_1's largest error, one MI step, show P_2.
   coord, label, valid = user.first_click(
-    jax.random.fold_in(key, 1), jnp.asarray(gt), policy=hp.policy
+    step.click_key(key, 1), jnp.asarray(gt), policy=spec.policy
   )
   cl = clicks_lib.add_click(clicks_lib.empty_clicks(2), 0, coord, label, valid)
-  x1 = U.make_input(hp, jnp.asarray(img), cl)
+  x1 = step.build_input(spec, jnp.asarray(img), cl)
   p1 = jnp.argmax(toy_apply(params, x1[None])[0], -1).astype(jnp.int32)
   c2, l2, v2 = user.correction_click(
-    jax.random.fold_in(key, 2), jnp.asarray(gt), p1, K, policy=hp.policy
+    step.click_key(key, 2), jnp.asarray(gt), p1, K, policy=spec.policy
   )
   cl = clicks_lib.add_click(cl, 1, c2, l2, v2)
-  x2 = U.make_input(hp, jnp.asarray(img), cl, p1)
-  ref, ref_loss = U.mi_step(toy_apply, tx, hp, U.init_state(params, hp), x1, x2, cl, 1)
+  x2 = step.build_input(spec, jnp.asarray(img), cl, p1)
+  pseudo = jnp.argmax(toy_apply(params, x2[None])[0], -1)
+  newest = clicks_lib.select(cl, jnp.arange(2) == 1)
+  loss_fn = lambda p: rules.objective(rules.Loss(), toy_apply(p, x1[None])[0], pseudo, newest, K)
+  ref_loss, grads = jax.value_and_grad(loss_fn)(params)
+  ref = optim.guarded_update(
+    TX, rules.init_state(rules.frozen(), params, TX).train, ref_loss, grads
+  )
   p2 = jnp.argmax(toy_apply(ref.params, x2[None])[0], -1)
   return ref, ref_loss, cl, v2, p2
 
@@ -141,9 +153,8 @@ def _perfect_params(cin):
 def test_perfect_prediction_gives_dice_one_and_no_error_clicks():
   _, gt = _data(4)
   img = gt[..., None].astype(np.float32)
-  hp = _hp('pi_mi')
   state, out = _session('pi_mi')(
-    U.init_state(_perfect_params(1 + K), hp), img, gt, jax.random.PRNGKey(0)
+    _init('pi_mi', _perfect_params(1 + K)), img, gt, jax.random.PRNGKey(0)
   )
   np.testing.assert_array_equal(np.asarray(out.dice), np.ones((T, K)))
   np.testing.assert_array_equal(np.asarray(out.clicks.valid), [True, False, False])
@@ -152,11 +163,10 @@ def test_perfect_prediction_gives_dice_one_and_no_error_clicks():
 
 
 def test_frozen_leaves_params_bit_identical():
-  hp = _hp('frozen')
   params = toy_params(1 + K, seed=5)
   ref = _copy(params)
   session = _session('frozen')
-  state = U.init_state(params, hp)
+  state = _init('frozen', params)
   opt_ref = _copy(state.opt_state)
   for i in range(2):
     img, gt = _data(i)
@@ -166,22 +176,20 @@ def test_frozen_leaves_params_bit_identical():
 
 
 def test_non_finite_update_is_skipped_and_counted():
-  hp = _hp('pi_mi')
   params = toy_params(1 + K, seed=6)
   ref = _copy(params)
   img, gt = _data(6)
   img[5, 5, 0] = np.nan  # NaN logits at one pixel -> every loss of this image is NaN
-  state, out = _session('pi_mi')(U.init_state(params, hp), img, gt, jax.random.PRNGKey(0))
+  state, out = _session('pi_mi')(_init('pi_mi', params), img, gt, jax.random.PRNGKey(0))
   assert int(out.updates) >= 1 and int(out.skipped) == int(out.updates) == int(state.skipped)
   assert _equal(state.params, ref)
 
 
 @pytest.mark.parametrize('method', ['ia_sa', 'tent'])
 def test_per_click_baselines_update_after_every_click(method):
-  hp = _hp(method)
   params = toy_params(1 + K, seed=7)
   img, gt = _data(7)
-  state, out = _session(method)(U.init_state(params, hp), img, gt, jax.random.PRNGKey(0))
+  state, out = _session(method)(_init(method, params), img, gt, jax.random.PRNGKey(0))
   out = jax.device_get(out)
   # Tent: every click; IA+SA: every click once a valid click exists (its loss is on the clicked pixels).
   expected = T if method == 'tent' else int(np.sum(np.cumsum(out.clicks.valid) > 0))
@@ -191,11 +199,10 @@ def test_per_click_baselines_update_after_every_click(method):
 
 
 def test_episodic_oracle_resets_before_each_image():
-  hp = _hp('oracle', episodic=True)
   params = toy_params(1 + K, seed=8)
-  session = _session('oracle', episodic=True)
+  session = _session('oracle_episodic')
   (a_img, a_gt), (b_img, b_gt) = _data(8), _data(9)
-  s, out_a = session(U.init_state(params, hp), a_img, a_gt, jax.random.PRNGKey(0))
+  s, out_a = session(_init('oracle_episodic', params), a_img, a_gt, jax.random.PRNGKey(0))
   assert (
     int(out_a.updates) == 1
     and float(out_a.image_loss[0]) > 0
@@ -203,13 +210,12 @@ def test_episodic_oracle_resets_before_each_image():
   )
   assert not _equal(s.params, params)
   s, out_seq = session(s, b_img, b_gt, jax.random.PRNGKey(1))
-  fresh, out_alone = session(U.init_state(params, hp), b_img, b_gt, jax.random.PRNGKey(1))
+  fresh, out_alone = session(_init('oracle_episodic', params), b_img, b_gt, jax.random.PRNGKey(1))
   np.testing.assert_array_equal(np.asarray(out_seq.dice), np.asarray(out_alone.dice))
   assert _equal(s.params, fresh.params) and int(s.step) == 2
 
 
 def test_vmap_over_streams_equals_separate_runs_and_run_stream():
-  hp = _hp('pi_mi')
   params = toy_params(1 + K, seed=9)
   lrs, keys = [1e-2, 3e-3], [jax.random.PRNGKey(10), jax.random.PRNGKey(11)]
   data = [_data(10), _data(11)]
@@ -219,14 +225,14 @@ def test_vmap_over_streams_equals_separate_runs_and_run_stream():
   separate = []
   for lr, key in zip(lrs, keys):
     st, res = S.run_stream(
-      single, U.set_learning_rate(U.init_state(params, hp), lr), images, gts, key
+      single, rules.set_learning_rate(_init('pi_mi', params), lr), images, gts, key
     )
     separate.append((st, res))
   # Streams stacked on a leading axis, same images.
   stacked = jax.tree_util.tree_map(
-    lambda *xs: jnp.stack(xs), *[U.set_learning_rate(U.init_state(params, hp), lr) for lr in lrs]
+    lambda *xs: jnp.stack(xs), *[rules.set_learning_rate(_init('pi_mi', params), lr) for lr in lrs]
   )
-  multi = S.make_session(toy_apply, hp, stream_axes=(0, None, None, 0))
+  multi = S.make_session(toy_apply, *_hp('pi_mi'), tx=TX, stream_axes=(0, None, None, 0))
   key_stack = jnp.stack(keys)
   for i in range(2):
     stacked, out = multi(
@@ -249,7 +255,7 @@ def test_vmap_over_streams_equals_separate_runs_and_run_stream():
 
 
 def test_unet_session_with_prev_mask_and_disk_encoding():
-  hp = _hp('tent', prev_mask=True, encoding='disk', num_clicks=2)
+  spec, rule = _hp('tent', prev_mask=True, encoding='disk', num_clicks=2)
   model = UNet(num_classes=K, widths=(4,), bottleneck=4)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, H, W, 1 + K + 1)))
   rng = np.random.default_rng(0)
@@ -257,25 +263,26 @@ def test_unet_session_with_prev_mask_and_disk_encoding():
     lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.3, s.dtype), shapes
   )
   img, gt = _data(12)
-  state, out = S.make_session(model, hp)(U.init_state(params, hp), img, gt, jax.random.PRNGKey(0))
+  session = S.make_session(model, spec, rule, tx=TX)
+  state, out = session(rules.init_state(rule, params, TX), img, gt, jax.random.PRNGKey(0))
   assert (
     np.all(np.isfinite(np.asarray(out.dice))) and int(out.skipped) == 0 and int(out.updates) >= 1
   )
 
 
 def test_validation_errors():
-  with pytest.raises(ValueError, match='hp.num_classes'):
-    S.make_session(UNet(num_classes=3, widths=(4,), bottleneck=4), _hp('frozen'))
-  with pytest.raises(ValueError, match='image/gt'):
-    S.make_session(toy_apply, _hp('frozen'), jit=False)(
-      U.init_state(toy_params(3), _hp('frozen')),
+  with pytest.raises(errors.UserError, match='spec.num_classes=2: expected'):
+    S.make_session(UNet(num_classes=3, widths=(4,), bottleneck=4), *_hp('frozen'))
+  with pytest.raises(errors.UserError, match='image/gt'):
+    S.make_session(toy_apply, *_hp('frozen'), jit=False)(
+      _init('frozen', toy_params(3)),
       np.zeros((H, W)),
       np.zeros((H, W), np.int32),
       jax.random.PRNGKey(0),
     )
-  with pytest.raises(ValueError, match='images/gts'):
+  with pytest.raises(errors.UserError, match='images/gts'):
     S.run_stream(
-      S.make_session(toy_apply, _hp('frozen')),
+      _session('frozen'),
       None,
       np.zeros((2, H, W, 1)),
       np.zeros((1, H, W)),

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from configs import sweep_interactive as sweep_config
-from yiplearn.experiments import adapt_interactive, seg_common, sweep_interactive
+from yiplearn.experiments import adapt_interactive, interactive_setup, seg_common, sweep_interactive
+from yiplearn.interactive import rules
 from yiplearn.interactive import session as session_lib
-from yiplearn.interactive import updates
 from yiplearn.io import checkpoints
 
 
@@ -48,17 +48,19 @@ def test_sweep_streams_equal_standalone_streams(tmp_path):
   adapt_cfg = c.copy_and_resolve_references()
   adapt_cfg.optim.lr = 1e-2
   model, params = adapt_interactive.load_pretrained(adapt_cfg, 3, 3, data['images'].shape[1])
-  hp = updates.hparams_from_config(adapt_cfg, 'pi_mi')
-  single = session_lib.make_session(model, hp)
+  spec = interactive_setup.spec_from_config(adapt_cfg)
+  rule = interactive_setup.rule_from_config(adapt_cfg, 'pi_mi')
+  tx = rules.make_optimizer(1e-2)
+  single = session_lib.make_session(model, spec, rule, tx=tx)
   _, res = session_lib.run_stream(
     single,
-    updates.init_state(params, hp),
+    rules.init_state(rule, params, tx),
     data['images'],
     data['masks'],
     jax.random.fold_in(jax.random.PRNGKey(1), 0),
   )
   curves = {
-    n: np.stack([r['union_dice'][:, i] for r in res]) for i, (n, _) in enumerate(hp.report_unions)
+    n: np.stack([r['union_dice'][:, i] for r in res]) for i, (n, _) in enumerate(spec.report_unions)
   }
   ref = adapt_interactive.summarize(curves, 3)
   for k, v in ref.items():

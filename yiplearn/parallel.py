@@ -12,6 +12,8 @@ Pure helpers (no I/O, no global state) used by the experiments:
     shard_vmapped(fn, mesh, in_axes)             # a vmapped fn with its leading axis split over devices,
                                                  # padded to a multiple of the device count and stripped
 
+It imports neither wing: the sharded interactive session is `interactive.session.sharded_session`.
+
 Multi-host: after `jax.distributed.initialize`, `jax.devices()` lists every process's devices, so
 `make_mesh()` spans all of them; `make_mesh(devices=jax.local_devices())` spans this process's only.
 On one device every helper is the identity up to placement, so single-device numerics are unchanged.
@@ -29,6 +31,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from yiplearn import errors
+
 __all__ = [
   'make_mesh',
   'mesh_from_config',
@@ -45,7 +49,6 @@ __all__ = [
   'to_host',
   'local_copy',
   'shard_vmapped',
-  'sharded_session',
 ]
 
 DATA = 'data'
@@ -68,29 +71,26 @@ def make_mesh(
   devices = list(jax.devices() if devices is None else devices)
   names = tuple(axis_names)
   if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
-    raise ValueError(f'mesh.axis_names={axis_names!r}: expected distinct non-empty strings')
+    raise errors.invalid('mesh.axis_names', axis_names, 'distinct non-empty strings')
   shp = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
   if len(shp) == 1 and len(names) == 1 and shp[0] > 0:  # a prefix of the devices
     if shp[0] > len(devices):
-      raise ValueError(
-        f'mesh.shape={shape!r}: expected at most the {len(devices)} available devices'
-      )
+      raise errors.invalid('mesh.shape', shape, f'at most the {len(devices)} available devices')
     devices = devices[: shp[0]]
   if len(shp) != len(names):
-    raise ValueError(f'mesh.shape={shape!r}: expected one entry per axis name {names}')
+    raise errors.invalid('mesh.shape', shape, f'one entry per axis name {names}')
   if sum(s == -1 for s in shp) > 1 or any(s == 0 or s < -1 for s in shp):
-    raise ValueError(
-      f'mesh.shape={shape!r}: expected positive sizes with at most one -1 (inferred)'
-    )
+    raise errors.invalid('mesh.shape', shape, 'positive sizes with at most one -1 (inferred)')
   known = math.prod(s for s in shp if s != -1)
   if -1 in shp:
     if len(devices) % known:
-      raise ValueError(f'mesh.shape={shape!r}: {len(devices)} devices are not divisible by {known}')
+      raise errors.invalid('mesh.shape', shape, f'sizes that divide the {len(devices)} devices')
     shp = tuple(len(devices) // known if s == -1 else s for s in shp)
   if math.prod(shp) != len(devices):
-    raise ValueError(
-      f'mesh.shape={shape!r}: needs {math.prod(shp)} devices, expected {len(devices)} '
-      '(the devices available)'
+    raise errors.invalid(
+      'mesh.shape',
+      shape,
+      f'{len(devices)} devices in all (the devices available), not {math.prod(shp)}',
     )
   return Mesh(np.asarray(devices, dtype=object).reshape(shp), names)
 
@@ -111,7 +111,7 @@ def data_axis_size(mesh: Mesh, axis: str | None = None) -> int:
   """Devices along the data axis (the first axis unless named)."""
   axis = axis or mesh.axis_names[0]
   if axis not in mesh.shape:
-    raise ValueError(f'axis={axis!r}: expected one of the mesh axes {mesh.axis_names}')
+    raise errors.invalid('axis', axis, f'one of the mesh axes {mesh.axis_names}')
   return int(mesh.shape[axis])
 
 
@@ -131,24 +131,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_divisible(field: str, value: int, mesh: Mesh, axis: str | None = None) -> None:
-  """Raises a ValueError naming `field` unless `value` splits evenly over the data axis (and processes)."""
+  """Raises a UserError naming `field` unless `value` splits evenly over the data axis (and processes)."""
   n = data_axis_size(mesh, axis)
   if int(value) % n:
-    raise ValueError(
-      f'{field}={value}: expected a multiple of the {n} devices on mesh axis '
-      f'{axis or mesh.axis_names[0]!r} (the global batch is split evenly over them)'
+    raise errors.invalid(
+      field,
+      value,
+      f'a multiple of the {n} devices on mesh axis {axis or mesh.axis_names[0]!r} (the global '
+      'batch is split evenly over them)',
     )
   if int(value) % jax.process_count():
-    raise ValueError(f'{field}={value}: expected a multiple of the {jax.process_count()} processes')
+    raise errors.invalid(field, value, f'a multiple of the {jax.process_count()} processes')
 
 
 def local_rows(global_size: int) -> slice:
   """The rows of a global batch of `global_size` that this process loads: its contiguous block."""
   nproc, pid = jax.process_count(), jax.process_index()
   if global_size % nproc:
-    raise ValueError(
-      f'global batch size {global_size}: expected a multiple of the {nproc} processes'
-    )
+    raise errors.invalid('global batch size', global_size, f'a multiple of the {nproc} processes')
   per = global_size // nproc
   return slice(pid * per, (pid + 1) * per)
 
@@ -163,9 +163,7 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
     return tree, 0
   n = int(np.shape(leaves[0])[0])
   if any(int(np.shape(x)[0]) != n for x in leaves):
-    raise ValueError(
-      f'leading axes: expected equal lengths, got {[np.shape(x)[0] for x in leaves]}'
-    )
+    raise errors.invalid('leading axes', [np.shape(x)[0] for x in leaves], 'equal lengths')
   pad = (-n) % int(multiple)
   if pad == 0:
     return tree, n
@@ -274,9 +272,7 @@ def shard_vmapped(
   size = data_axis_size(mesh, axis)
   in_axes = tuple(in_axes)
   if any(a not in (0, None) for a in in_axes):
-    raise ValueError(
-      f'in_axes={in_axes}: expected 0 (sharded leading axis) or None (replicated) per argument'
-    )
+    raise errors.invalid('in_axes', in_axes, '0 (sharded leading axis) or None (replicated) each')
   if size == 1:
     return fn
   specs = tuple(P(axis) if a == 0 else P() for a in in_axes)
@@ -284,35 +280,16 @@ def shard_vmapped(
 
   def wrapped(*args):
     if len(args) != len(in_axes):
-      raise ValueError(f'expected {len(in_axes)} arguments (in_axes={in_axes}), got {len(args)}')
+      raise errors.invalid('arguments', len(args), f'{len(in_axes)} (in_axes={in_axes})')
     mapped = [a for a, ax in zip(args, in_axes) if ax == 0]
     n = int(np.shape(jax.tree.leaves(mapped)[0])[0])
     if pad and n % size:
       mapped, _ = pad_leading(mapped, size)
     elif n % size:
-      raise ValueError(
-        f'leading axis {n}: expected a multiple of the {size} devices on mesh axis {axis!r}'
-      )
+      raise errors.invalid('leading axis', n, f'a multiple of the {size} devices on {axis!r}')
     it = iter(mapped)
     full = [next(it) if ax == 0 else a for a, ax in zip(args, in_axes)]
     out = sharded(*full)
     return unpad_leading(out, n) if pad and n % size else out
 
   return wrapped
-
-
-def sharded_session(
-  model: Any, hp: Any, mesh: Mesh, *, axis: str | None = None, tx=None, unroll: int | bool = 1
-) -> Callable:
-  """`interactive.session.make_session` over independent streams, the stream axis split over `axis`.
-
-  ``session(states, image, gt, keys) -> (states, outputs)``: states and keys carry a leading stream
-  axis S (any S: padded to a multiple of the axis size and stripped); the image and its ground truth
-  are shared by every stream. Jitted with the states donated. Per stream the numbers are those of the
-  unsharded vmapped session (each device runs the same program on its streams).
-  """
-  from yiplearn.interactive import session as session_lib  # pylint: disable=g-import-not-at-top
-
-  in_axes = (0, None, None, 0)
-  fn = session_lib.make_session(model, hp, tx=tx, stream_axes=in_axes, jit=False, unroll=unroll)
-  return jax.jit(shard_vmapped(fn, mesh, in_axes, axis=axis), donate_argnums=(0,))

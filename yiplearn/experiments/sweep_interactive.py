@@ -28,25 +28,25 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from yiplearn import parallel
+from yiplearn import errors, parallel
 from yiplearn.data import registry
-from yiplearn.experiments import adapt_interactive, pretrain, seg_common
-from yiplearn.interactive import updates
+from yiplearn.experiments import adapt_interactive, interactive_setup, pretrain, seg_common
+from yiplearn.interactive import rules
+from yiplearn.interactive import session as session_lib
 from yiplearn.io import loop, tables
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   if len(config.targets) != 1:
-    raise ValueError(f'targets={sorted(config.targets)}: expected exactly one target stream')
-  updates.check_method_names([config.method])
+    raise errors.invalid('targets', sorted(config.targets), 'exactly one target stream')
+  rules.check_names([config.method], 'method')
+  interactive_setup.check_methods(config, [config.method])
   if not config.seeds:
-    raise ValueError('seeds=(): expected at least one clicks seed')
+    raise errors.invalid('seeds', (), 'at least one clicks seed')
   if not config.lrs or any(float(lr) <= 0 for lr in config.lrs):
-    raise ValueError(f'lrs={tuple(config.lrs)}: expected one or more positive learning rates')
+    raise errors.invalid('lrs', tuple(config.lrs), 'one or more positive learning rates')
   if int(config.checkpoint_every) < 1:
-    raise ValueError(
-      f'checkpoint_every={config.checkpoint_every}: expected a positive number of images'
-    )
+    raise errors.invalid('checkpoint_every', config.checkpoint_every, 'a positive number of images')
 
 
 def _checkpoint_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -71,10 +71,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     adapt_cfg, num_classes, images.shape[-1], images.shape[1]
   )
 
-  hp = updates.hparams_from_config(config, config.method)
-  names = [n for n, _ in hp.report_unions]
+  spec = interactive_setup.spec_from_config(config)
+  rule = interactive_setup.rule_from_config(config, config.method)
+  tx = rules.make_optimizer(float(config.lrs[0]))  # the state holds each stream's learning rate
+  names = [n for n, _ in spec.report_unions]
   grid = list(itertools.product([int(s) for s in config.seeds], [float(lr) for lr in config.lrs]))
-  states = [updates.set_learning_rate(updates.init_state(params, hp), lr) for _, lr in grid]
+  states = [rules.set_learning_rate(rules.init_state(rule, params, tx), lr) for _, lr in grid]
   states = jax.tree.map(lambda *a: jnp.stack(a), *states)
   # Stream (seed, lr) sees the clicks of adapt_interactive with config.seed = seed (its first target).
   keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed), 0) for seed, _ in grid])
@@ -82,11 +84,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   (states, keys), _ = parallel.pad_leading((states, keys), parallel.data_axis_size(mesh))
   streams = parallel.leading_sharding(mesh)
   states, keys = parallel.to_global((states, keys), streams)
-  session = parallel.sharded_session(model, hp, mesh, unroll=int(config.get('session_unroll', 1)))
+  session = session_lib.sharded_session(
+    model, spec, rule, mesh, tx=tx, unroll=int(config.get('session_unroll', 1))
+  )
   fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=streams)
 
   n = len(images)
-  union = np.zeros((s_real, n, hp.num_clicks, len(names)), np.float32)
+  union = np.zeros((s_real, n, spec.num_clicks, len(names)), np.float32)
   counts = np.zeros((s_real, n, 2), np.int64)  # updates, skipped
   items = loop.ItemLoop(
     os.path.join(workdir, 'sweep', target),
@@ -118,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         'lr': lr,
         'method': config.method,
         'images': n,
-        **adapt_interactive.summarize(curves, hp.num_clicks),
+        **adapt_interactive.summarize(curves, spec.num_clicks),
         'updates': int(counts[j, :, 0].sum()),
         'skipped': int(counts[j, :, 1].sum()),
       }
