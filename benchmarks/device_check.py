@@ -110,7 +110,8 @@ def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Ph
     latency = ('--nocache_runs', '0', '--warm_runs', '0', '--clicks', '3', '--no_peak')
     streams = ('--streams', '1,2', '--clicks', '2', '--repeats', '1', '--warmup', '0')
     merging = ('--quick', '--grid', '2:4', '--chunks', '2', '--repeats', '1')
-    caps = dict(tests=120, bench=300)
+    caps = dict(env=60, tests=120, vs_torch=300, session=300, latency=300, streams=300)
+    caps.update(merging=300, vs_torch_tf32=300)
   else:
     xdist = ('-n', str(xdist_workers)) if xdist_workers else ()
     tests = ('-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--durations=15', '--junitxml', junit)
@@ -121,35 +122,39 @@ def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Ph
     latency = ('--nocache_runs', '1', '--warm_runs', '1')
     streams = ('--streams', '1,8,64', '--repeats', '3', '--warmup', '1')
     merging = ('--grid', '3:64,8:128', '--chunks', '16,64', '--repeats', '3')
-    caps = dict(tests=150, bench=120)
+    # Seconds per phase (the budget decides too): a phase killed at its cap keeps the sizes/rows it wrote.
+    caps = dict(env=45, tests=120, vs_torch=110, session=90, latency=80, streams=90)
+    caps.update(merging=70, vs_torch_tf32=60)
   first = sizes if smoke else ('--sizes', 'brain')
-  bench_cap = caps['bench']
   precise = (('JAX_DEFAULT_MATMUL_PRECISION', 'highest'),)
   torch_dev = ('--torch_device', 'cpu' if smoke else 'cuda')
   return [
     Phase(
       'env',
-      ('benchmarks/device_check.py', 'probe', '--out', os.path.join(results, f'env_{tag}.json')),
-      60,
+      ('benchmarks/device_check.py', 'probe', '--out', os.path.join(results, f'env_{tag}.json'))
+      + (('--no_imports',) if smoke else ()),
+      caps['env'],
     ),
     Phase('tests', tests, caps['tests'], env=precise),
     Phase(
       'vs_torch',
       vs_torch + torch_dev + ('--precision', 'highest') + out('vs_torch'),
-      bench_cap,
+      caps['vs_torch'],
       needs='torch',
     ),
-    Phase('session', _bench('bench_interactive', *sizes, *session, *out('interactive')), bench_cap),
-    Phase('latency', _bench('bench_latency', *first, *latency, *out('latency')), bench_cap),
-    Phase('streams', _bench('bench_streams', *first, *streams, *out('streams')), bench_cap),
-    Phase('merging', _bench('bench_merging', *merging, *out('merging')), bench_cap),
+    Phase(
+      'session', _bench('bench_interactive', *sizes, *session, *out('interactive')), caps['session']
+    ),
+    Phase('latency', _bench('bench_latency', *first, *latency, *out('latency')), caps['latency']),
+    Phase('streams', _bench('bench_streams', *first, *streams, *out('streams')), caps['streams']),
+    Phase('merging', _bench('bench_merging', *merging, *out('merging')), caps['merging']),
     Phase(
       'vs_torch_tf32',
       vs_torch
       + torch_dev
       + ('--precision', 'default', '--loss_rtol', '1e-2')
       + out('vs_torch_tf32'),
-      bench_cap if smoke else 90,
+      caps['vs_torch_tf32'],
       needs='torch',
     ),
   ]
@@ -297,13 +302,11 @@ def summary_md(records: list[dict[str, Any]], tag: str, started: float, args: An
 def run(args: argparse.Namespace) -> int:
   started = time.time()
   out = os.path.abspath(args.out or os.environ.get('OUT') or os.path.join(REPO, 'device_check_out'))
-  os.makedirs(out, exist_ok=True)
   tag = args.tag or ('smoke' if args.smoke else 'h200')
   results = os.path.abspath(
     args.results_dir
     or (os.path.join(out, 'results') if args.smoke else os.path.join(REPO, 'benchmarks', 'results'))
   )
-  os.makedirs(results, exist_ok=True)
   workers = 0
   if not args.smoke and _importable('xdist'):
     workers = args.test_workers
@@ -321,6 +324,8 @@ def run(args: argparse.Namespace) -> int:
       print('PLAN ERROR:', p)
     return 1 if problems else 0
 
+  os.makedirs(out, exist_ok=True)
+  os.makedirs(results, exist_ok=True)
   tee = Tee(os.path.join(out, 'device_check.log'))
   env = {'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '1'}
   if args.smoke:
@@ -356,11 +361,6 @@ def run(args: argparse.Namespace) -> int:
           break
     records.append(rec)
     tee.write(f'---- {ph.name}: {rec["status"]} ({rec.get("wall_s", 0)} s)\n')
-    for md in sorted(glob.glob(os.path.join(results, f'*_{tag}.md'))):
-      if os.path.getmtime(md) >= started and ph.name != 'env' and md != summary_path:
-        if os.path.basename(md).startswith(_stem(ph.name)):
-          with open(md) as f:
-            tee.write(f.read())
     text = summary_md(records, tag, started, args)
     with open(summary_path, 'w') as f:
       f.write(text)
@@ -375,10 +375,6 @@ def run(args: argparse.Namespace) -> int:
   tee.close()
   failed = [r for r in records if not (r['status'] == 'ok' or r['status'].startswith('skipped'))]
   return 1 if failed else 0
-
-
-def _stem(phase: str) -> str:
-  return {'session': 'interactive', 'tests': 'tests'}.get(phase, phase)
 
 
 # ---- probe and wheels ---------------------------------------------------------------------------------------
@@ -415,8 +411,9 @@ IMPORTS = (
 )
 
 
-def probe(out: str) -> None:
-  """Versions, where the carried packages come from, jax's devices and nvidia-smi: printed and saved."""
+def probe(out: str, imports: bool = True) -> None:
+  """Versions, where the carried packages come from (``imports``), jax's devices and nvidia-smi: printed
+  and saved."""
   import importlib  # pylint: disable=g-import-not-at-top
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   import platform  # pylint: disable=g-import-not-at-top
@@ -434,7 +431,7 @@ def probe(out: str) -> None:
       versions[name] = None
   info['versions'] = versions
   origins = {}
-  for mod in IMPORTS:
+  for mod in IMPORTS if imports else ():
     try:
       origins[mod] = getattr(importlib.import_module(mod), '__file__', None)
     except Exception as e:  # pylint: disable=broad-except
@@ -469,6 +466,7 @@ def probe(out: str) -> None:
     r = subprocess.run([smi, q, '--format=csv'], capture_output=True, text=True, check=False)
     info['nvidia_smi'] = r.stdout.strip() or r.stderr.strip()
   print(json.dumps(info, indent=2))
+  print(f'backend {info["backend"]}: {", ".join(info["devices"])}')
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, 'w') as f:
     json.dump(info, f, indent=2)
@@ -554,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   r.add_argument('--allow_cpu', action='store_true', help='go on when jax finds no GPU')
   pr = sub.add_parser('probe', help='versions and devices (the env phase)')
   pr.add_argument('--out', required=True)
+  pr.add_argument('--no_imports', action='store_true', help='skip importing the carried packages')
   w = sub.add_parser('wheels', help='download the wheels of device_wheels.txt')
   w.add_argument('--dest', default=os.path.join(REPO, '.whl'))
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -561,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = ['run', *argv]
   args = p.parse_args(argv)
   if args.cmd == 'probe':
-    probe(args.out)
+    probe(args.out, imports=not args.no_imports)
     return 0
   if args.cmd == 'wheels':
     return wheels(args.dest)

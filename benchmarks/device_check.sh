@@ -8,7 +8,8 @@
 #
 # Flags go to benchmarks/device_check.py (--phases, --budget_s, --tag, --dry_run, ...). Environment: PYTHON
 # (default python3), OUT (default ./device_check_out), DEVICE_CHECK_SITE (where the wheels are installed,
-# default /tmp/yiplearn_site). Exit status: 0 when every phase passed or was skipped, 1 when one failed.
+# default /tmp/yiplearn_site), DEVICE_CHECK_WHEELS=0 (skip them). Exit status: 0 when every phase passed or
+# was skipped, 1 when one failed, 2 when the wheels could not be installed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 PY="${PYTHON:-python3}"
@@ -19,12 +20,14 @@ smoke=0
 for a in "$@"; do [[ "$a" == --smoke || "$a" == --dry_run ]] && smoke=1; done
 
 {
-  echo "device check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname), $("$PY" --version 2>&1) at $(command -v "$PY")"
+  echo "device check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on ${HOSTNAME:-?}, $("$PY" --version 2>&1) at $(command -v "$PY")"
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), args: $*"
 } 2>&1 | tee -a "$LOG"
 
 # The carried wheels (not on a smoke run: they are cp312 wheels, and the local venv has the packages).
-if [[ $smoke == 0 ]] && compgen -G '.whl/*.whl' >/dev/null; then
+if [[ $smoke == 1 || "${DEVICE_CHECK_WHEELS:-1}" == 0 ]]; then
+  :
+elif compgen -G '.whl/*.whl' >/dev/null; then
   SITE="${DEVICE_CHECK_SITE:-/tmp/yiplearn_site}"
   t0=$SECONDS
   if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -34,7 +37,7 @@ if [[ $smoke == 0 ]] && compgen -G '.whl/*.whl' >/dev/null; then
   fi
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   echo "installed $(ls .whl/*.whl | wc -l) wheels into $SITE in $((SECONDS - t0)) s" | tee -a "$LOG"
-elif [[ $smoke == 0 ]]; then
+else
   echo "device check: no .whl/*.whl (make device-wheels, and carry .whl): the packages must be installed" | tee -a "$LOG"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
