@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/quickstart
 
-.PHONY: install run lint format test bench clean device-wheels device-smoke
+.PHONY: install run annotate lint format test bench clean device-wheels device-smoke
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) -m launch.run --config configs/quickstart.py --workdir $(WORKDIR)
+
+# The click-and-learn app on built-in data (reuses `make run`'s model, else pre-trains it first);
+# open the URL it prints (remote machine: ssh -N -L 8765:127.0.0.1:8765 user@host).
+annotate: install
+	$(PY) -m launch.run --config configs/annotate.py --workdir runs/annotate
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -84,6 +84,8 @@ class Annotator:
     self.rows: list[dict[str, Any]] = []
     self.current: _Image | None = None
     self._replaying = False
+    self.checksums: dict[str, float] = {}  # of the weights last saved or restored, per method
+    self._checksum()
 
   # ---- validation ----------------------------------------------------------------------------------------
 
@@ -263,9 +265,13 @@ class Annotator:
   def _saved_methods(self) -> dict[str, Any]:
     return {m: s for m, s in self.states.items() if m != 'frozen'}
 
+  def _checksum(self) -> None:
+    self.checksums = {m: self.engine.checksum(s) for m, s in self.states.items()}
+
   def save(self) -> None:
     if self.record is None or self._replaying:
       return
+    self._checksum()
     extra = {'done': {str(i): s for i, s in self.done.items()}, 'rows': self.rows}
     self.record.save_state(
       self.engine.to_tree(self._saved_methods()), {**extra, 'method': self.method}
@@ -282,6 +288,7 @@ class Annotator:
     self.done = {int(i): s for i, s in extra.get('done', {}).items()}
     self.rows = list(extra.get('rows', []))
     self.method = extra.get('method', self.method)
+    self._checksum()
     return int(extra['events'])
 
   def apply(self, event: dict[str, Any]) -> None:
@@ -342,7 +349,10 @@ class Annotator:
         }
         for i, n in enumerate(self.images.names)
       ],
-      'weights': {m: self.engine.counters(s) for m, s in self.states.items()},
+      'weights': {
+        m: {**self.engine.counters(s), 'saved_checksum': self.checksums.get(m)}
+        for m, s in self.states.items()
+      },
       'rows': self.rows,
       'current': None,
     }
