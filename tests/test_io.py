@@ -125,3 +125,25 @@ def test_progress_message_counts_and_rate():
   p.update(4)
   msg = p.message()
   assert msg.startswith('images: 4/10 (40%)') and '/s' in msg and 'left' in msg
+
+
+def test_dice_axis_scales_to_the_data():
+  lo, hi = plots.data_limits([[0.95, 0.96], [0.955, 0.97]], bounds=(0, 1))
+  assert lo == pytest.approx(0.95 - 0.02 * 0.08) and hi == pytest.approx(0.97 + 0.02 * 0.08)
+  assert plots.data_limits([[0.2, 1.0]], bounds=(0, 1)) == (pytest.approx(0.136), 1.0)
+  lo, hi = plots.data_limits([[0.5, 0.5]])  # a flat curve still gets a visible span
+  assert hi - lo == pytest.approx(0.01 * (1 + 2 * 0.08)) and (lo + hi) / 2 == pytest.approx(0.5)
+  assert plots.data_limits([[np.nan]]) is None
+  np.testing.assert_allclose(plots.display(np.linspace(-3, 3, 101))[[0, 50, -1]], [0, 0.5, 1])
+
+
+def test_click_examples_png(tmp_path):
+  img = np.random.default_rng(0).normal(size=(12, 12, 1)).astype(np.float32)  # z-scored
+  mask = np.zeros((12, 12), np.int32)
+  mask[3:7, 3:7] = 1
+  clicks = (np.array([[4, 4], [9, 9]]), np.array([1, 0]))
+  cells = [('image', img, None, None), ('gt', img, mask, None), ('k=2', img, mask, clicks)]
+  p = plots.click_examples(tmp_path / 'ex.png', [('image 0', cells), ('image 5', cells[:2])])
+  assert open(p, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  with pytest.raises(ValueError, match='rows=\\[\\]: expected'):
+    plots.click_examples(tmp_path / 'e.png', [])
