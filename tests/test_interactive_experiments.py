@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs import interactive_fundus, interactive_lgg
-from yiplearn.experiments import adapt_interactive, interactive, pretrain
-from yiplearn.io import writers
+from yiplearn.experiments import adapt_interactive, interactive, pretrain, seg_common
+from yiplearn.io import files, writers
 
 
 def _tiny(config):
@@ -45,6 +45,18 @@ def test_pretrain_then_adapt_every_method(tmp_path):
   assert len(records) == 2 * len(config.adapt.methods) and len(records[0]['dice_disc']) == 3
   assert (tmp_path / 'plots' / 'dice_vs_clicks_camera_c_cup.png').exists()
   assert (tmp_path / 'pretrain' / 'results' / 'pretrain_val.md').exists()
+  # The example pictures: frozen and PI+MI replayed through the tool show the session's predictions.
+  assert (tmp_path / 'plots' / 'examples_camera_c.png').stat().st_size > 0
+  gt = seg_common.load_segmentation(config.adapt.targets.camera_c, str(tmp_path))['masks']
+  for method in ('frozen', 'pi_mi'):
+    res = files.read_npz(tmp_path / 'streams' / f'camera_c__{method}.npz')
+    assert res['ex_index'].tolist() == [0, 1] and res['ex_pred'].shape == (2, 2, 32, 32)
+    for j, i in enumerate(res['ex_index']):
+      for col, k in enumerate((1, 3)):  # clicks drawn with a budget of 3
+        pred, want = res['ex_pred'][j, col] == 2, gt[i] == 2  # the cup
+        dice = 2 * (pred & want).sum() / max(pred.sum() + want.sum(), 1)
+        cup = list(res['names']).index('cup')
+        np.testing.assert_allclose(dice, res['union'][i, k - 1, cup], atol=1e-5)
 
   # Started again in the same workdir: every stream is finished, results are identical.
   per_click = (tmp_path / 'per_click.jsonl').read_text()
