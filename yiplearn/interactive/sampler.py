@@ -106,13 +106,8 @@ def training_clicks(
   Returns:
     Clicks of capacity n (the order they were drawn in).
   """
-  user.check_choice('policy', policy, user.POLICIES)
   user.check_choice('sampler', sampler, SAMPLERS)
-  user.check_map('target', target)
-  user.check_map('pred', pred, jnp.shape(target))
-  user.check_num_classes(num_classes)
-  if int(n) != n or n < 1:
-    raise errors.invalid('n', n, 'a positive integer')
+  user.check_errors_args(target, pred, num_classes, policy, 'first', n)
   k = int(num_classes)
   labels, sizes = user.error_regions(target, pred, k)
   cls = user.region_values(target, labels)

@@ -92,6 +92,19 @@ def check_num_classes(num_classes: int, tie_break: str = 'first') -> None:
     raise errors.invalid('num_classes', num_classes, "2 or 3 with tie_break='released'")
 
 
+def check_errors_args(
+  target: jax.Array, pred: jax.Array, num_classes: int, policy: str, tie_break: str, n=None
+) -> None:
+  """The checks shared by the functions that click error components (n: a click count or None)."""
+  check_choice('policy', policy, POLICIES)
+  check_choice('tie_break', tie_break, TIE_BREAKS)
+  check_map('target', target)
+  check_map('pred', pred, jnp.shape(target))
+  check_num_classes(num_classes, tie_break)
+  if n is not None and (int(n) != n or n < 1):
+    raise errors.invalid('n', n, 'a positive integer')
+
+
 def pick_pixel(key: jax.Array, region: jax.Array, policy: str) -> jax.Array:
   """A pixel of ``region`` ((H, W) bool) by ``policy`` as (2,) int32; (0, 0) if empty."""
   _, w = region.shape
@@ -231,11 +244,7 @@ def correction_click(
     (coord (2,) int32, label int32, valid bool); valid False when prediction == target everywhere
     (outside ``exclude``).
   """
-  check_choice('policy', policy, POLICIES)
-  check_choice('tie_break', tie_break, TIE_BREAKS)
-  check_map('target', target)
-  check_map('pred', pred, jnp.shape(target))
-  check_num_classes(num_classes, tie_break)
+  check_errors_args(target, pred, num_classes, policy, tie_break)
   if exclude is not None and tuple(jnp.shape(exclude)) != tuple(jnp.shape(target)):
     raise errors.invalid('exclude.shape', tuple(jnp.shape(exclude)), f'{jnp.shape(target)}')
   labels, sizes = error_regions(target, pred, num_classes, exclude)
@@ -280,14 +289,8 @@ def simulate_clicks(
   Returns:
     Clicks of capacity n; with 'invalid', slot i valid iff there are more than i error regions.
   """
-  check_choice('policy', policy, POLICIES)
-  check_choice('tie_break', tie_break, TIE_BREAKS)
   check_choice('fill', fill, FILLS)
-  check_map('target', target)
-  check_map('pred', pred, jnp.shape(target))
-  check_num_classes(num_classes, tie_break)
-  if int(n) != n or n < 1:
-    raise errors.invalid('n', n, 'a positive integer')
+  check_errors_args(target, pred, num_classes, policy, tie_break, n)
   n = int(n)
   labels, sizes = error_regions(target, pred, num_classes)
   k = min(n, sizes.shape[0])
