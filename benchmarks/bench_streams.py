@@ -50,7 +50,8 @@ def parse_streams(text: str) -> list[int]:
   return streams
 
 
-def bench_size(name: str, streams: list[int], *, clicks: int, warmup: int, repeats: int) -> list:
+def bench_size(name: str, streams: list[int], *, clicks: int, warmup: int, repeats: int):
+  """Yields one row per S (the caller writes the results after each: a stopped run keeps them)."""
   size, channels, classes, widths, bottleneck, lr = bc.SIZES[name]
   model = UNet(num_classes=classes, widths=widths, bottleneck=bottleneck, norm='instance')
   spec = SessionSpec(num_classes=classes, num_clicks=clicks).validate()
@@ -108,7 +109,7 @@ def bench_size(name: str, streams: list[int], *, clicks: int, warmup: int, repea
       flush=True,
     )
     del state, out
-  return rows
+    yield row
 
 
 COLS = (
@@ -149,11 +150,13 @@ def main() -> None:
   argv = [os.path.relpath(os.path.abspath(__file__), bc.REPO)] + sys.argv[1:]
   print(bc.describe(mach), flush=True)
   rows = []
-  for name in sizes:  # written after every size: a stopped run keeps what it measured
-    rows += bench_size(name, streams, clicks=args.clicks, warmup=args.warmup, repeats=args.repeats)
-    mach['load_end'] = bc.load_avg()
-    table = bc.markdown_table(rows, COLS) + '\n' + bc.describe(mach) + '\n'
-    bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'rows': rows}, table)
+  for name in sizes:
+    kw = dict(clicks=args.clicks, warmup=args.warmup, repeats=args.repeats)
+    for row in bench_size(name, streams, **kw):  # written after every S: a stopped run keeps them
+      rows.append(row)
+      mach['load_end'] = bc.load_avg()
+      table = bc.markdown_table(rows, COLS) + '\n' + bc.describe(mach) + '\n'
+      bc.save_results(args.out, args.md, {'machine': mach, 'argv': argv, 'rows': rows}, table)
   bc.print_results(table, args.out, args.md)
 
 

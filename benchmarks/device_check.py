@@ -269,13 +269,14 @@ def _exists(path: str) -> bool:
   return os.path.exists(os.path.join(REPO, path))
 
 
-def pack(out: str, results: str, tag: str) -> str:
-  """All of this run's result files (``*_<tag>*``) in one archive under ``out``."""
+def pack(out: str, results: str, tag: str, since: float = 0.0) -> str:
+  """This run's result files (``*_<tag>*`` written since ``since``) in one archive under ``out``."""
   path = os.path.join(out, f'device_check_{tag}.tar.gz')
   tmp = path + '.tmp'
   with tarfile.open(tmp, 'w:gz') as tar:
     for f in sorted(glob.glob(os.path.join(results, f'*_{tag}*'))):
-      tar.add(f, arcname=os.path.basename(f))
+      if os.path.getmtime(f) >= since:
+        tar.add(f, arcname=os.path.basename(f))
   os.replace(tmp, path)
   return path
 
@@ -365,12 +366,17 @@ def run(args: argparse.Namespace) -> int:
     with open(summary_path, 'w') as f:
       f.write(text)
     shutil.copy(summary_path, os.path.join(out, f'summary_{tag}.md'))
-    pack(out, results, tag)
+    pack(out, results, tag, since=started - 1)
   text = summary_md(records, tag, started, args)
   with open(summary_path, 'w') as f:
     f.write(text)
   shutil.copy(summary_path, os.path.join(out, f'summary_{tag}.md'))
-  archive = pack(out, results, tag)
+  archive = pack(out, results, tag, since=started - 1)
+  # The tables once more at the end (the device tool's reply holds the output's last 12,000 characters).
+  for md in sorted(glob.glob(os.path.join(results, f'*_{tag}.md'))):
+    if md != summary_path and os.path.getmtime(md) >= started - 1:
+      with open(md) as f:
+        tee.write(f'\n## {os.path.basename(md)}\n\n{f.read()}')
   tee.write('\n' + text + f'\nwrote {archive}, {summary_path}\n')
   tee.close()
   failed = [r for r in records if not (r['status'] == 'ok' or r['status'].startswith('skipped'))]
