@@ -17,7 +17,7 @@ from yiplearn.io import checkpoints
 from yiplearn.models.unet import UNet
 
 SIZE, N_IMAGES = 32, 4
-WIDTHS, BOTTLENECK = (4, 8), 16
+WIDTHS, BOTTLENECK = (2,), 4  # one level: the smallest U-Net (compiles fastest)
 METHODS = ('frozen', 'pi_mi')
 
 
@@ -57,12 +57,13 @@ def config_arg(root: str) -> str:
   return f'data=folder,folder={os.path.join(root, "images")},classes=background+lesion,channels=1'
 
 
-def overrides(root: str) -> dict:
+def overrides(root: str, methods=METHODS) -> dict:
   return {
     'checkpoint_dir': os.path.join(root, 'best'),
     'model.widths': WIDTHS,
     'model.bottleneck': BOTTLENECK,
-    'methods': METHODS,
+    'methods': tuple(methods),
+    'method': methods[-1],
     'clicks.max_clicks': 6,
     'pi.clicks': 3,
     'port': 0,
@@ -76,10 +77,10 @@ def config(root: str | None = None):
   return c
 
 
-def cli_args(root: str) -> list[str]:
+def cli_args(root: str, methods=METHODS) -> list[str]:
   """The same config as ``launch.run`` flags."""
   args = [f'--config=configs/annotate.py:{config_arg(root)}']
-  for k, v in overrides(root).items():
+  for k, v in overrides(root, methods).items():
     v = str(v) if isinstance(v, tuple) else v
     args.append(f'--config.{k}={v}')
   return args
