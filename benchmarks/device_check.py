@@ -64,14 +64,27 @@ NUMERICS_TESTS = (
   'tests/test_tool.py',
   'tests/test_online.py',
 )
-# Run too where they exist (the interactive rules and click step, segmentation merging).
-OPTIONAL_TESTS = (
+# The rest of the numerics where present (the rules and their hooks, the released code's variants, the
+# pre-training sampler, segmentation merging): a phase of their own, after the benchmarks.
+MORE_TESTS = (
   'tests/test_rules.py',
-  'tests/test_step.py',
-  'tests/test_segmentation.py',
-  'tests/test_entropy_adaptive.py',
+  'tests/test_rules_contract.py',
+  'tests/test_hooks.py',
+  'tests/test_released.py',
+  'tests/test_sampler.py',
+  'tests/test_segmentation_merging.py',
 )
-PHASES = ('env', 'tests', 'vs_torch', 'session', 'latency', 'streams', 'merging', 'vs_torch_tf32')
+PHASES = (
+  'env',
+  'tests',
+  'vs_torch',
+  'session',
+  'latency',
+  'streams',
+  'merging',
+  'vs_torch_tf32',
+  'tests_more',
+)
 
 
 class Phase(NamedTuple):
@@ -82,6 +95,7 @@ class Phase(NamedTuple):
   cap_s: float
   env: tuple[tuple[str, str], ...] = ()
   needs: str | None = None  # a module that must be importable ('torch'), else the phase is skipped
+  skip: str | None = None  # why the phase is skipped (no test files)
 
 
 def _bench(script: str, *flags: str) -> tuple[str, ...]:
@@ -93,16 +107,17 @@ def _outputs(results: str, stem: str, tag: str) -> tuple[str, ...]:
   return ('--out', base + '.json', '--md', base + '.md')
 
 
-def test_files() -> list[str]:
-  return list(NUMERICS_TESTS) + [f for f in OPTIONAL_TESTS if os.path.exists(os.path.join(REPO, f))]
+def more_test_files() -> list[str]:
+  return [f for f in MORE_TESTS if os.path.exists(os.path.join(REPO, f))]
 
 
 def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Phase]:
   """The phases with their commands: paper sizes on the GPU, or tiny ones (``smoke``) on a CPU."""
   out = lambda stem: _outputs(results, stem, tag)
-  junit = os.path.join(results, f'tests_{tag}.xml')
+  junit = lambda stem: os.path.join(results, f'{stem}_{tag}.xml')
   if smoke:
-    tests = ('-m', 'pytest', '--collect-only', '-q', '-p', 'no:cacheprovider', *test_files())
+    pytest = ('-m', 'pytest', '--collect-only', '-q', '-p', 'no:cacheprovider')
+    tests, more = (*pytest, *NUMERICS_TESTS), (*pytest, *more_test_files())
     sizes = ('--sizes', 'tiny')
     vs_torch = _bench('bench_vs_torch', *sizes, '--repeats', '1', '--warmup', '0')
     session = ('--phases', 'session', '--clicks', '2', '--session_repeats', '1')
@@ -111,11 +126,12 @@ def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Ph
     streams = ('--streams', '1,2', '--clicks', '2', '--repeats', '1', '--warmup', '0')
     merging = ('--quick', '--grid', '2:4', '--chunks', '2', '--repeats', '1')
     caps = dict(env=60, tests=120, vs_torch=300, session=300, latency=300, streams=300)
-    caps.update(merging=300, vs_torch_tf32=300)
+    caps.update(merging=300, vs_torch_tf32=300, tests_more=120)
   else:
     xdist = ('-n', str(xdist_workers)) if xdist_workers else ()
-    tests = ('-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--durations=15', '--junitxml', junit)
-    tests += (*xdist, *test_files())
+    pytest = ('-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--durations=15', *xdist)
+    tests = (*pytest, '--junitxml', junit('tests'), *NUMERICS_TESTS)
+    more = (*pytest, '--junitxml', junit('tests_more'), *more_test_files())
     sizes = ('--sizes', 'brain,fundus')
     vs_torch = _bench('bench_vs_torch', *sizes, '--repeats', '10', '--warmup', '2')
     session = ('--phases', 'session', '--session_repeats', '3', '--session_warmup', '1')
@@ -124,7 +140,7 @@ def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Ph
     merging = ('--grid', '3:64,8:128', '--chunks', '16,64', '--repeats', '3')
     # Seconds per phase (the budget decides too): a phase killed at its cap keeps the sizes/rows it wrote.
     caps = dict(env=45, tests=120, vs_torch=110, session=90, latency=80, streams=90)
-    caps.update(merging=70, vs_torch_tf32=60)
+    caps.update(merging=70, vs_torch_tf32=60, tests_more=90)
   first = sizes if smoke else ('--sizes', 'brain')
   precise = (('JAX_DEFAULT_MATMUL_PRECISION', 'highest'),)
   torch_dev = ('--torch_device', 'cpu' if smoke else 'cuda')
@@ -156,6 +172,13 @@ def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Ph
       + out('vs_torch_tf32'),
       caps['vs_torch_tf32'],
       needs='torch',
+    ),
+    Phase(
+      'tests_more',
+      more,
+      caps['tests_more'],
+      env=precise,
+      skip=None if more_test_files() else 'none of the test files exist',
     ),
   ]
 
@@ -346,7 +369,9 @@ def run(args: argparse.Namespace) -> int:
     left = args.budget_s - (time.time() - started)
     rec: dict[str, Any] = {'phase': ph.name}
     tee.write(f'\n==== {ph.name} ({time.strftime("%H:%M:%S")}, {left:.0f} s of the budget left)\n')
-    if ph.needs and not _importable(ph.needs):
+    if ph.skip:
+      rec.update(status=f'skipped: {ph.skip}')
+    elif ph.needs and not _importable(ph.needs):
       rec.update(status=f'skipped: no {ph.needs}')
     elif left < args.min_phase_s:
       rec.update(status='skipped: budget spent')

@@ -66,6 +66,8 @@ def test_plan_matches_the_scripts_flags_and_test_files(smoke):
   tests = next(p for p in phases if p.name == 'tests')
   assert set(dc.NUMERICS_TESTS) <= set(tests.argv)
   assert dict(tests.env)['JAX_DEFAULT_MATMUL_PRECISION'] == 'highest'
+  more = next(p for p in phases if p.name == 'tests_more')
+  assert set(dc.more_test_files()) <= set(more.argv) and not set(dc.NUMERICS_TESTS) & set(more.argv)
 
 
 def test_check_flags_reports_a_flag_the_script_lacks():
