@@ -35,7 +35,7 @@ import numpy as np
 from absl import logging
 
 from yiplearn import errors, metrics
-from yiplearn.experiments import interactive_setup, seg_common
+from yiplearn.experiments import click_examples, interactive_setup, seg_common
 from yiplearn.interactive import rules
 from yiplearn.interactive import session as session_lib
 from yiplearn.io import checkpoints, files, loop, plots, tables
@@ -84,6 +84,20 @@ def summarize(curves: dict[str, np.ndarray], num_clicks: int) -> dict[str, float
   return row
 
 
+def compact_rows(rows: list[dict]) -> list[dict]:
+  """Per method, Dice at clicks 1/5/10 in one cell and NoC@85 for each report union."""
+  out = []
+  for row in rows:
+    short = {'method': row['method']}
+    for name in dict.fromkeys(k.split('_dice@')[0] for k in row if '_dice@' in k):
+      dice = [row[f'{name}_dice@{k}'] for k in CLICKS_REPORTED if f'{name}_dice@{k}' in row]
+      ks = '/'.join(str(k) for k in CLICKS_REPORTED if f'{name}_dice@{k}' in row)
+      short[f'{name} Dice@{ks}'] = ' / '.join(f'{d:.3f}' for d in dice)
+      short[f'{name} NoC@85'] = row.get(f'{name}_noc@85')
+    out.append(short)
+  return out
+
+
 def _stream(
   config, model, params, target: str, method: str, images, masks, ids, key, workdir, sessions
 ):
@@ -108,8 +122,21 @@ def _stream(
   state = rules.init_state(rule, params, tx)  # owns copies: the session donates its state
   union = np.zeros((n, spec.num_clicks, len(names)), np.float32)
   counts = np.zeros((n, 3), np.float64)  # updates, skipped, seconds
-  saved, _ = items.restore({'state': state, 'union': union, 'counts': counts})
+  examples = click_examples.Recorder(
+    model,
+    spec,
+    rule,
+    tx,
+    method,
+    n,
+    masks.shape[1:],
+    int(config.get('example_images', 3)),
+    sessions,
+  )
+  carry = {'state': state, 'union': union, 'counts': counts}
+  saved, _ = items.restore(carry | examples.carry())
   state, union, counts = saved['state'], np.asarray(saved['union']), np.asarray(saved['counts'])
+  examples.restore(saved)
   if (
     method not in sessions
   ):  # one compiled session per method, reused by every target of the same shape
@@ -118,6 +145,7 @@ def _stream(
     )
   session = sessions[method]
   for i in items:
+    before = click_examples.copy_state(state) if examples.wants(i) else None
     t0 = time.perf_counter()
     state, out = session(
       state, jnp.asarray(images[i]), jnp.asarray(masks[i]), jax.random.fold_in(key, i)
@@ -125,6 +153,8 @@ def _stream(
     out = jax.device_get(out)
     union[i] = out.union_dice
     counts[i] = (int(out.updates), int(out.skipped), time.perf_counter() - t0)
+    if before is not None:  # replayed through the tool for the example pictures
+      examples.record(i, before, images[i], out.clicks, jax.random.fold_in(key, i))
     items.log.write(
       {
         'target': target,
@@ -136,11 +166,11 @@ def _stream(
         'skipped': int(out.skipped),
       }
     )
-    items.save(
-      i + 1, {'state': state, 'union': union, 'counts': counts}, extra={'images_done': i + 1}
-    )
+    carry = {'state': state, 'union': union, 'counts': counts}
+    items.save(i + 1, carry | examples.carry(), extra={'images_done': i + 1})
   # Every process holds the same result; one writes it.
-  return items.finish({'union': union, 'counts': counts, 'names': np.asarray(names)})
+  result = {'union': union, 'counts': counts, 'names': np.asarray(names), **examples.carry()}
+  return items.finish(result)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -173,7 +203,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     images, masks = data['images'], data['masks']
     if model is None:
       model, params = load_pretrained(config, num_classes, images.shape[-1], images.shape[1])
-    rows, mean_curves = [], {}
+    rows, mean_curves, results = [], {}, {}
     for method in config.methods:
       res = _stream(
         config,
@@ -188,6 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         workdir,
         sessions,
       )
+      results[method] = res
       stream_logs.append(os.path.join(workdir, 'streams', f'{target}__{method}.jsonl'))
       names = [str(n) for n in res['names']]
       curves = {name: res['union'][:, :, r] for r, name in enumerate(names)}
@@ -205,18 +236,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         {'target': target, 'method': method, 's_per_image': float(np.median(counts[:, 2]))}
       )
       mean_curves[method] = {name: c.mean(axis=0) for name, c in curves.items()}
-      logging.info(
-        '%s / %s: %s',
-        target,
-        method,
-        {k: round(v, 4) for k, v in row.items() if isinstance(v, float)},
-      )
-    md = tables.write_table(
+    tables.write_table(
       os.path.join(workdir, 'results', f'interactive_{target}'),
       rows,
       title=f'Interactive segmentation, target {target}',
     )
-    print(md)
+    # The terminal gets one short line per method; the full table is in the files.
+    logging.info(
+      'target %s (%d images; full table in results/interactive_%s.md):\n%s',
+      target,
+      len(images),
+      target,
+      tables.to_markdown(compact_rows(rows), floatfmt='.3f'),
+    )
+    click_examples.plot(
+      os.path.join(workdir, 'plots', f'examples_{target}.png'), target, images, masks, results
+    )
     for name in next(iter(mean_curves.values())):
       plots.plot_curves(
         os.path.join(workdir, 'plots', f'dice_vs_clicks_{target}_{name}.png'),
@@ -224,7 +259,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         xlabel='click',
         ylabel=f'Dice ({name})',
         title=f'{target}: {name}',
-        ylim=(0, 1),
+        bounds=(0, 1),  # the axis scales to the curves
       )
     all_rows += rows
     summary[target] = rows
