@@ -111,8 +111,11 @@ def more_test_files() -> list[str]:
   return [f for f in MORE_TESTS if os.path.exists(os.path.join(REPO, f))]
 
 
-def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Phase]:
-  """The phases with their commands: paper sizes on the GPU, or tiny ones (``smoke``) on a CPU."""
+def plan(
+  smoke: bool, tag: str, results: str, xdist_workers: int = 0, test_timeout_s: int = 0
+) -> list[Phase]:
+  """The phases with their commands: paper sizes on the GPU, or tiny ones (``smoke``) on a CPU;
+  ``xdist_workers`` / ``test_timeout_s`` where pytest-xdist / pytest-timeout are installed."""
   out = lambda stem: _outputs(results, stem, tag)
   junit = lambda stem: os.path.join(results, f'{stem}_{tag}.xml')
   if smoke:
@@ -129,6 +132,8 @@ def plan(smoke: bool, tag: str, results: str, xdist_workers: int = 0) -> list[Ph
     caps.update(merging=300, vs_torch_tf32=300, tests_more=120)
   else:
     xdist = ('-n', str(xdist_workers)) if xdist_workers else ()
+    if test_timeout_s:  # one hung test fails alone instead of eating the phase
+      xdist += (f'--timeout={int(test_timeout_s)}',)
     pytest = ('-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--durations=15', *xdist)
     tests = (*pytest, '--junitxml', junit('tests'), *NUMERICS_TESTS)
     more = (*pytest, '--junitxml', junit('tests_more'), *more_test_files())
@@ -331,10 +336,9 @@ def run(args: argparse.Namespace) -> int:
     args.results_dir
     or (os.path.join(out, 'results') if args.smoke else os.path.join(REPO, 'benchmarks', 'results'))
   )
-  workers = 0
-  if not args.smoke and _importable('xdist'):
-    workers = args.test_workers
-  phases = plan(args.smoke, tag, results, workers)
+  workers = args.test_workers if not args.smoke and _importable('xdist') else 0
+  timeout = 90 if not args.smoke and _importable('pytest_timeout') else 0
+  phases = plan(args.smoke, tag, results, workers, timeout)
   chosen = [p.strip() for p in args.phases.split(',') if p.strip()] if args.phases else list(PHASES)
   bad = [p for p in chosen if p not in PHASES]
   if bad:

@@ -57,7 +57,7 @@ def test_bad_wheel_line_names_the_line(tmp_path):
 
 @pytest.mark.parametrize('smoke', [False, True])
 def test_plan_matches_the_scripts_flags_and_test_files(smoke):
-  phases = dc.plan(smoke, 'x', '/tmp/results', xdist_workers=4)
+  phases = dc.plan(smoke, 'x', '/tmp/results', xdist_workers=4, test_timeout_s=90)
   assert [p.name for p in phases] == list(dc.PHASES)
   assert dc.check_flags(phases) == []
   for ph in phases:  # every result lands under the results folder with the tag
@@ -66,6 +66,9 @@ def test_plan_matches_the_scripts_flags_and_test_files(smoke):
   tests = next(p for p in phases if p.name == 'tests')
   assert set(dc.NUMERICS_TESTS) <= set(tests.argv)
   assert dict(tests.env)['JAX_DEFAULT_MATMUL_PRECISION'] == 'highest'
+  assert (
+    ('-n', '4', '--timeout=90') == tests.argv[6:9]
+  ) != smoke  # workers and a per-test limit on the GPU
   more = next(p for p in phases if p.name == 'tests_more')
   assert set(dc.more_test_files()) <= set(more.argv) and not set(dc.NUMERICS_TESTS) & set(more.argv)
 
