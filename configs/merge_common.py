@@ -37,6 +37,38 @@ QUICK_METHODS = [
   'eam',
 ]
 
+# The README tables (`:table`): every static merge with re-estimated BatchNorm statistics (the default)
+# and, for mean and TIES, with the experts' merged statistics and the test batch's, beside the online
+# methods; run over seeds 0, 1, 2 of base and expert training.
+TABLE_METHODS = [
+  'experts',
+  'mean',
+  'mean:merge',
+  'mean:batch',
+  'task_arithmetic',
+  'ties',
+  'ties:merge',
+  'dare',
+  'fisher',
+  'ensemble_mean',
+  'ensemble_entropy',
+  'adamerging_task',
+  'tent',
+  'eam',
+  'eam_coupled',
+  'eam_argmin',
+  'eam_bnbatch',
+]
+TABLE_SEEDS = (0, 1, 2)
+
+
+def table_preset(c: ml_collections.ConfigDict) -> None:
+  """The settings shared by the README tables (methods, streams, seeds unless given)."""
+  c.methods = tuple(TABLE_METHODS)
+  c.streams = ('iid', 'dirichlet', 'continual')
+  if not c.seeds:
+    c.seeds = TABLE_SEEDS
+
 
 def base_config(a) -> ml_collections.ConfigDict:
   """Everything but `data`; `a` holds the parsed common args (quick, batch, alpha, T, ...)."""

@@ -5,7 +5,12 @@ Run:
   python -m launch.run --config configs/merge_digits.py:quick --workdir runs/merge_digits_quick
   Arguments: quick (3 domains, tiny ResNet, few steps: a CPU smoke run under a minute), batch=16
   (stream batch size), alpha=0.1 (Dirichlet label shift), T=0.05 (entropy temperature), seed=0,
-  targets=rot0;rot30 (held-out targets, default all), size=28.
+  targets=rot0;rot30 (held-out targets, default all), size=28, seeds=0;1;2 (one run per seed under
+  <workdir>/seed_<s>/, then results/merge_summary_seeds.* with mean +- std).
+  The README table (seeds 0, 1, 2; ~N minutes on 2 busy CPU cores):
+  python -m launch.run --config configs/merge_digits.py:table --workdir runs/merge_digits_table
+  `table`: held-out rot30 (K = 5), 16x16 images, ResNet widths (8, 16, 32), 128 test images per
+  domain, streams iid/dirichlet/continual, merge_common.TABLE_METHODS, seeds 0;1;2.
   Only the experts: add `--config.experiment=train_experts`.
 
 Writes (see yiplearn/experiments/merge_online.py): results/merge_accuracy.{md,csv,json},
@@ -19,7 +24,7 @@ from configs import common, merge_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = common.parse_arg(arg, size=28, **merge_common.COMMON_ARGS)
+  a = common.parse_arg(arg, size=28, table=False, **merge_common.COMMON_ARGS)
   c = merge_common.base_config(a)
   domains = ['rot0', 'rot15', 'rot30', 'rot45', 'rot60', 'rot75']
   c.data = ml_collections.ConfigDict(
@@ -40,6 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.image_size = 16
     c.data.max_train, c.data.max_test = 256, 64
     c.targets = ('rot30',)
+  if a.table:
+    merge_common.table_preset(c)
+    c.targets = ('rot30',)
+    c.data.image_size = 16 if a.size == 28 else a.size
+    c.model.widths = (8, 16, 32)
+    c.data.max_test = 128
   if a.targets:
     c.targets = tuple(a.targets.split(';'))
   return c

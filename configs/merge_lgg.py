@@ -12,7 +12,12 @@ Run:
   python -m launch.run --config configs/merge_lgg.py:by=site --workdir runs/merge_lgg_site
   python -m launch.run --config configs/merge_lgg.py:quick --workdir runs/merge_lgg_quick
   Arguments: quick (CPU smoke run, under a minute), by=sequence|site, size=64, batch=16,
-  alpha=0.1, T=0.05, seed=0, targets=pre;post.
+  alpha=0.1, T=0.05, seed=0, seeds=0;1;2 (one run per seed under <workdir>/seed_<s>/, then
+  results/merge_summary_seeds.* with mean +- std), targets=pre;post.
+  The README table (seeds 0, 1, 2):
+  python -m launch.run --config configs/merge_lgg.py:table --workdir runs/merge_lgg_table
+  `table`: held-out post-contrast T1 (K = 2), 32x32 images, ResNet widths (8, 16, 32), streams
+  iid/dirichlet/continual, merge_common.TABLE_METHODS, seeds 0;1;2.
 
 Writes: results/merge_accuracy.{md,csv,json}, results/merge_summary.{md,csv,json},
 results/lambda_trace.jsonl, plots/entropy_landscape_*.png (K = 3), checkpoints/<target>/.
@@ -24,7 +29,7 @@ from configs import common, merge_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = common.parse_arg(arg, size=64, by='sequence', **merge_common.COMMON_ARGS)
+  a = common.parse_arg(arg, size=64, by='sequence', table=False, **merge_common.COMMON_ARGS)
   common.check_choice('by', a.by, ('sequence', 'site'))
   c = merge_common.base_config(a)
   domains = ['pre', 'flair', 'post'] if a.by == 'sequence' else ['DU', 'HT', 'CS', 'FG']
@@ -45,6 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.image_size = 32
     c.train.update(dict(base_steps=60, expert_steps=20, batch_size=32))
     c.targets = (domains[-1],)
+  if a.table:
+    merge_common.table_preset(c)
+    c.targets = ('post',) if a.by == 'sequence' else (domains[-1],)
+    c.data.image_size = 32 if a.size == 64 else a.size
+    c.model.widths = (8, 16, 32)
   if a.targets:
     c.targets = tuple(a.targets.split(';'))
   return c
