@@ -4,6 +4,7 @@ Shifts (arg `shift`):
   modality  pre-train on FLAIR, adapt on pre-contrast T1 (`t1`) and post-contrast T1 (`t1c`) of unseen
             patients (the paper's BraTS FLAIR -> T1 / T1c protocol); patients whose channel is a copy of
             FLAIR are left out of that target.
+            `control` (default on) adds the no-shift control: FLAIR of the same test patients.
   site      pre-train on FLAIR of sites DU and HT, adapt on FLAIR of the unseen sites CS and FG (+EZ).
 
 Run (stage=all pre-trains into <workdir>/pretrain, then adapts every method on every target):
@@ -49,7 +50,14 @@ def _data(split: str, sequence: str, size: int, sites=(), quick=False) -> ml_col
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = common.parse_arg(
-    arg, quick=False, shift='modality', stage='all', size=128, steps=1500, paper_model=False
+    arg,
+    quick=False,
+    shift='modality',
+    stage='all',
+    size=128,
+    steps=1500,
+    paper_model=False,
+    control=True,
   )
   common.check_choice('shift', a.shift, ('modality', 'site'))
   common.check_choice('stage', a.stage, ('all', 'pretrain', 'adapt'))
@@ -69,6 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       't1': _data('test', 't1', size, quick=a.quick),
       't1c': _data('test', 't1c', size, quick=a.quick),
     }
+    if a.control:  # no shift: FLAIR (the pre-training sequence) of the same unseen test patients
+      targets['flair'] = _data('test', 'flair', size, quick=a.quick)
   else:
     targets = {'unseen_sites': _data('all', 'flair', size, SITE_TEST, a.quick)}
   methods = ('frozen', 'pi', 'pi_mi') if a.quick else ic.METHODS
