@@ -129,11 +129,15 @@ def take(data: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 def make_unet(model: ml_collections.ConfigDict, num_classes: int) -> UNet:
+  """model.{widths, bottleneck, norm} and the optional conv_bias, norm_eps (0: the U-Net's default)."""
+  eps = float(model.get('norm_eps', 0.0) or 0.0)
   return UNet(
     num_classes=num_classes,
     widths=tuple(model.widths),
     bottleneck=int(model.bottleneck),
     norm=model.norm,
+    conv_bias=bool(model.get('conv_bias', UNet.conv_bias)),
+    norm_eps=eps if eps > 0 else UNet.norm_eps,
   )
 
 
