@@ -137,3 +137,22 @@ def test_modes_are_checked():
     online.fixed_model(MODEL, static.mean_merge, bn_mode='recompute')
   with pytest.raises(errors.UserError, match='calibration'):
     adamerging.adamerging(MODEL, 2, bn_mode='recompute')
+
+
+def test_entropy_adaptive_candidates_with_recomputed_statistics():
+  """bn_mode='recompute' scores each candidate with statistics re-estimated for its own merge."""
+  base, experts, calib = _family()
+  stacked = tr.stack(experts)
+  tau = tr.task_vectors(stacked, base)
+  x = calib[:4] + 0.5
+  cands = jnp.asarray([[1.0, 0.0], [0.5, 0.5], [0.2, 0.8]])
+  got = online.score_candidates(
+    MODEL, base, tau, x, cands, bn_mode='recompute', calibration=calib, chunk_size=2
+  )
+  ref = [
+    online.entropy_score(MODEL.apply(bn.recompute(MODEL, tr.merge(base, tau, lam), calib), x))
+    for lam in cands
+  ]
+  np.testing.assert_allclose(got, np.asarray(ref), rtol=1e-4, atol=1e-5)
+  merged_stats = [online.entropy_score(MODEL.apply(tr.merge(base, tau, lam), x)) for lam in cands]
+  assert not np.allclose(np.asarray(ref), np.asarray(merged_stats), rtol=1e-3)
