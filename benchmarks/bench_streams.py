@@ -1,11 +1,11 @@
 """Independent online streams as ONE vmapped session: images per second for S = 1, 8, 64 streams.
 
 DESIGN.md 3: independent streams (seeds, learning rates, target datasets) are a ``vmap`` axis. This times
-``session.make_session(model, spec, rules.make('pi_mi'), stream_axes=(0, None, None, 0))`` -- S adaptation states (parameters +
-Adam), one image, S click keys: every stream runs the whole image (T clicks with the simulated user, the MI
-updates, the PI update) on its own weights -- for each S: the first call (compile + run), ``--warmup``
-untimed calls, then ``--repeats`` timed calls ended by ``jax.block_until_ready``. The states are threaded
-from call to call (each timed call is a real update). Reported: images per second over all streams
+``session.make_session(model, spec, rules.make('pi_mi'), stream_axes=(0, None, None, 0))``: S adaptation
+states (parameters + Adam), one image, S click keys; every stream runs the whole image (T clicks with the
+simulated user, the MI updates, the PI update) on its own weights. For each S: the first call (compile +
+run), ``--warmup`` untimed calls, then ``--repeats`` timed calls ended by ``jax.block_until_ready``. The
+states are threaded from call to call (each timed call is a real update). Reported: images per second over all streams
 (S / median), seconds per image per stream, the speed-up over S = 1 and its efficiency (speed-up / S:
 1.0 = linear, below it the device is saturated or memory-bound), and the device's peak memory in use
 (GPU/TPU: ``peak_bytes_in_use``, a running maximum over the process; CPU: the peak RSS rise).
@@ -13,7 +13,7 @@ from call to call (each timed call is a real update). Reported: images per secon
 Model, image and method as in ``bench_interactive.py`` (sizes of ``common.SIZES``; the click U-Net with
 random weights, method pi_mi, T = ``--clicks``).
 
-  python benchmarks/bench_streams.py --sizes small --streams 1,2,4 --repeats 2          # CPU, ~1 min
+  python benchmarks/bench_streams.py --sizes tiny --streams 1,2 --clicks 2 --repeats 1   # CPU, 2 compiles: minutes
   python benchmarks/bench_streams.py --sizes brain --streams 1,8,64 \\
       --out benchmarks/results/streams_h200.json --md benchmarks/results/streams_h200.md
 """
