@@ -21,6 +21,7 @@ EXPERIMENTS = {
   'adapt_interactive': 'yiplearn.experiments.adapt_interactive',
   'train_experts': 'yiplearn.experiments.train_experts',
   'merge_online': 'yiplearn.experiments.merge_online',
+  'merge_seg': 'yiplearn.experiments.merge_seg',
   'sweep_interactive': 'yiplearn.experiments.sweep_interactive',
   'annotate': 'yiplearn.app.serve',  # the click-and-learn web app (a program like the experiments)
 }

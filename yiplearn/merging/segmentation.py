@@ -215,6 +215,7 @@ def entropy_adaptive(
   decouple: bool = True,
   chunk_size: int = 8,
   seed: int = 0,
+  decoder: tr.PathPredicate | None = None,
 ) -> OnlineMethod:
   """Entropy-adaptive merging of segmentation experts, decoupled encoder / decoder paths.
 
@@ -226,6 +227,7 @@ def entropy_adaptive(
     score_decoder: decoder used while scoring encoder candidates: 'previous' (the previous batch's
       decoder coefficients, uniform at the start) or 'same' (the candidate itself).
     decouple: False = one coefficient vector for the whole model (full-model candidates).
+    decoder: predicate of the decoder-path leaves (default `decoder_predicate(model.depth)`).
   """
   _check('num_experts', num_experts, num_experts >= 2, '>= 2 (one expert leaves nothing to merge)')
   _check('temperature', temperature, temperature >= 0, '>= 0')
@@ -248,7 +250,7 @@ def entropy_adaptive(
   )
   fixed = jnp.asarray(candidates)
   train = bn_mode == 'batch'
-  is_dec = decoder_predicate(model.depth)
+  is_dec = decoder if decoder is not None else decoder_predicate(model.depth)
 
   def all_cands(center):
     if refine_radius > 0:
