@@ -20,7 +20,8 @@ smoke=0
 for a in "$@"; do [[ "$a" == --smoke || "$a" == --dry_run ]] && smoke=1; done
 
 {
-  echo "device check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on ${HOSTNAME:-?}, $("$PY" --version 2>&1) at $(command -v "$PY")"
+  echo "device check: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on ${HOSTNAME:-?}," \
+    "$("$PY" --version 2>&1) at $(command -v "$PY")"
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), args: $*"
 } 2>&1 | tee -a "$LOG"
 
@@ -38,7 +39,8 @@ elif compgen -G '.whl/*.whl' >/dev/null; then
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   echo "installed $(ls .whl/*.whl | wc -l) wheels into $SITE in $((SECONDS - t0)) s" | tee -a "$LOG"
 else
-  echo "device check: no .whl/*.whl (make device-wheels, and carry .whl): the packages must be installed" | tee -a "$LOG"
+  echo "device check: no .whl/*.whl (make device-wheels, carry .whl): the packages must be installed" \
+    | tee -a "$LOG"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
