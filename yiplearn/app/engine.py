@@ -169,7 +169,9 @@ class Engine:
 
   def dice(self, pred: np.ndarray, gt: np.ndarray) -> list[float]:
     """Dice of every class (background first) of ``pred`` against ``gt``."""
-    return [float(d) for d in np.asarray(self._dice(jnp.asarray(pred), jnp.asarray(gt)))]
+    return [
+      float(d) for d in np.asarray(self._dice(np.asarray(pred, np.int32), np.asarray(gt, np.int32)))
+    ]
 
   def auto_click(self, gt: np.ndarray, pred: np.ndarray | None, image_index: int, t: int):
     """The simulated user's next click on ``gt``: ``((row, col), label)`` or None when nothing is wrong."""
