@@ -327,3 +327,53 @@ def test_via_registry(drishti_dir, rimone_dir, tmp_path):
     crop_scale=1.5,
   )
   assert arr['image'].shape == (1, 16, 16, 3) and list(arr['hospital']) == ['HUMS_HCSC']
+
+
+def test_rimone_random_partition_and_auto(rimone_dir, tmp_path):
+  root, _ = rimone_dir
+  b = build(RimOneDl, tmp_path / 'rand', root, image_size=16, partition='random')
+  assert b.builder_config.name == 'size16_crop200_random'
+  train, test = read(b, 'train'), read(b, 'test')
+  assert set(train) == {'r2_Im001'} and set(test) == {'r3_G-1-L_left_half', 'r1_Im003'}
+  assert set(read(b, 'unpartitioned')) == {'r1_Im002'}  # only in the hospital partition
+  assert text(train['r2_Im001']['hospital']) == 'HUC'  # from its hospital copy
+  assert {text(r['release']) for r in test.values()} == {'r3', 'r1'}  # kept for leave-one-out
+  # A release with only the random partition: 'auto' reads it as train / test (no empty splits).
+  only_random = tmp_path / 'only_random'
+  for p in root.rglob('*.png'):
+    if 'partitioned_by_hospital' not in p.parts:
+      dest = only_random / p.relative_to(root)
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      dest.write_bytes(p.read_bytes())
+  a = build(RimOneDl, tmp_path / 'auto', only_random, image_size=16)
+  assert set(a.info.splits) == {'train', 'test'}
+  assert set(read(a, 'train')) == {'r2_Im001'}
+  with pytest.raises(ValueError, match='partition'):
+    RimOneDl.make_config(partition='by_site')
+  with pytest.raises(ValueError, match='unknown config key'):
+    DrishtiGs1.make_config(partition='random')
+
+
+def test_merge_seg_fundus_config_reads_the_release_and_splits_by_sub_release(tmp_path, monkeypatch):
+  # The official layout: every sub-release has a train and a test image in partitioned_randomly.
+  root = tmp_path / 'RIM-ONE_DL'
+  for k, rel in enumerate(('r1', 'r2', 'r3')):
+    for j, part in enumerate(('training_set', 'test_set')):
+      stem = f'{rel}_Im00{j}'
+      folder = root / 'RIM-ONE_DL_images' / 'partitioned_randomly' / part / 'normal'
+      save(folder / f'{stem}.png', fundus_image(2 * k + j))
+      segs = root / 'RIM-ONE_DL_reference_segmentations' / 'normal'
+      save(segs / f'{stem}-1-Disc-T.png', np.where(ellipse(30, 40, 10, 9), 255, 0).astype(np.uint8))
+      save(segs / f'{stem}-1-Cup-T.png', np.where(ellipse(30, 40, 5, 4), 255, 0).astype(np.uint8))
+  from configs import merge_seg_fundus
+  from yiplearn.experiments import seg_common
+
+  monkeypatch.setenv('YIPLEARN_DATA_DIR', str(tmp_path / 'data'))
+  c = merge_seg_fundus.get_config(f'dataset=rimone_dl,manual_dir={root},size=16')
+  assert c.data.kwargs.partition == 'random' and 'partitioned_randomly' in c.data.partition_note
+  data, k = seg_common.load_domains(c.data, str(tmp_path))
+  assert k == 3 and list(data) == ['r1', 'r2', 'r3']
+  for rel in data:
+    (xtr, ytr), (xte, yte) = data[rel]['train'], data[rel]['test']
+    assert xtr.shape == (1, 16, 16, 3) and xte.shape == (1, 16, 16, 3)
+    assert set(np.unique(ytr)) <= {0, 1, 2} and ytr.max() == 2 and yte.max() == 2

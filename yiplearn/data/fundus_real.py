@@ -19,6 +19,11 @@ Record fields common to both (S = image_size):
 
 ``rimone_dl`` adds ``hospital`` str and ``release`` str ('r1'/'r2'/'r3'); ``drishti_gs1`` has no
 diagnosis label in machine-readable form (label is -1).
+
+RIM-ONE DL ships two official train/test assignments of the same images,
+``partitioned_by_hospital`` and ``partitioned_randomly``; the builder config field ``partition``
+('auto' [default], 'by_hospital', 'random') says which one becomes the ``train`` / ``test`` splits
+('auto': by hospital when that folder is present, else random; the build log says which).
 """
 
 from __future__ import annotations
@@ -43,23 +48,30 @@ IMAGE_SIZE_RANGE = (16, 2048)
 CROP_SCALE_RANGE = (1.0, 8.0)
 
 
+PARTITIONS = ('auto', 'by_hospital', 'random')
+
+
 @dataclasses.dataclass
 class FundusConfig(tfds.core.BuilderConfig):
   """Builder config of the fundus builders; see ``make_config``."""
 
   image_size: int = DEFAULT_IMAGE_SIZE
   crop_scale: float = DEFAULT_CROP_SCALE
+  partition: str = 'auto'
 
 
 def _make(
-  image_size: int = DEFAULT_IMAGE_SIZE, crop_scale: float = DEFAULT_CROP_SCALE
+  image_size: int = DEFAULT_IMAGE_SIZE, crop_scale: float = DEFAULT_CROP_SCALE, partition='auto'
 ) -> FundusConfig:
+  suffix = '' if partition == 'auto' else f'_{partition}'
   return FundusConfig(
-    name=f'size{image_size}_crop{round(crop_scale * 100):d}',
+    name=f'size{image_size}_crop{round(crop_scale * 100):d}{suffix}',
     version=tfds.core.Version('1.0.0'),
-    description=f'disc-centred crops of {crop_scale} disc diameters, resized to {image_size}',
+    description=f'disc-centred crops of {crop_scale} disc diameters, resized to {image_size}'
+    + ('' if partition == 'auto' else f', train/test = the {partition} partition'),
     image_size=image_size,
     crop_scale=crop_scale,
+    partition=partition,
   )
 
 
@@ -177,6 +189,7 @@ class _FundusBuilder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [_make()]
   EXTRA_TEXT: tuple[str, ...] = ()
+  EXTRA_KEYS: tuple[str, ...] = ()  # further make_config keys (RIM-ONE DL: 'partition')
   DESCRIPTION = ''
   HOMEPAGE = ''
   CITATION = ''
@@ -186,7 +199,7 @@ class _FundusBuilder(tfds.core.GeneratorBasedBuilder):
     """Validated config. Keys: image_size (int in [16, 2048], default 256), crop_scale
     (float in [1, 8] disc diameters, default 2.0). Raises ValueError naming key, value, choices.
     """
-    valid = ('image_size', 'crop_scale')
+    valid = ('image_size', 'crop_scale') + cls.EXTRA_KEYS
     for key in kwargs:
       if key not in valid:
         raise ValueError(
@@ -213,7 +226,12 @@ class _FundusBuilder(tfds.core.GeneratorBasedBuilder):
         f'{cls.name}: crop_scale={scale!r} is not valid; expected a number in '
         f'[{lo}, {hi}] (disc diameters)'
       )
-    cfg = _make(int(size), round(float(scale), 2))
+    partition = kwargs.get('partition', 'auto')
+    if partition not in PARTITIONS:
+      raise ValueError(
+        f'{cls.name}: partition={partition!r} is not valid; expected one of {PARTITIONS}'
+      )
+    cfg = _make(int(size), round(float(scale), 2), partition)
     return cls.builder_configs.get(cfg.name, cfg)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -302,10 +320,13 @@ def _label_from(*paths: pathlib.Path) -> int:
 class RimOneDl(_FundusBuilder):
   """RIM-ONE DL: 485 fundus images (HUC, HUMS, HCSC), glaucoma/normal, disc/cup masks.
 
-  Splits: ``train`` (``partitioned_by_hospital/training_set``: HUC), ``test``
-  (``partitioned_by_hospital/test_set``: HUMS and HCSC, not separable by file name, recorded as
-  hospital 'HUMS_HCSC'), ``unpartitioned`` (images found only outside the hospital partition;
-  their ``domain`` falls back to the sub-release prefix r1/r2/r3). Empty splits are left out.
+  Splits (``partition='by_hospital'``): ``train`` (``partitioned_by_hospital/training_set``: HUC),
+  ``test`` (``partitioned_by_hospital/test_set``: HUMS and HCSC, not separable by file name,
+  recorded as hospital 'HUMS_HCSC'), ``unpartitioned`` (images found only outside the hospital
+  partition; their ``domain`` falls back to the sub-release prefix r1/r2/r3). With
+  ``partition='random'`` ``train`` / ``test`` are ``partitioned_randomly/{training,test}_set`` (the
+  ``hospital`` field still comes from a hospital copy where there is one); 'auto' [default] takes
+  the hospital partition when present, else the random one. Empty splits are left out.
   TFDS's reserved split name ``'all'`` reads every image (``as_data_source('all')``).
   An image present in several copies is read once, preferring the hospital partition.
   """
@@ -313,6 +334,7 @@ class RimOneDl(_FundusBuilder):
   name = 'rimone_dl'
   code_path = manual.code_path_property(__file__)
   EXTRA_TEXT = ('hospital', 'release')
+  EXTRA_KEYS = ('partition',)
   DESCRIPTION = 'RIM-ONE DL fundus images with optic disc and cup reference segmentations.'
   HOMEPAGE = 'https://github.com/miag-ull/rim-one-dl'
   CITATION = (
@@ -329,15 +351,16 @@ class RimOneDl(_FundusBuilder):
     root = manual.resolve_manual_dir(
       dl_manager, dataset=self.name, download=RIMONE_DOWNLOAD, pattern='*-1-Disc-T.png'
     )
-    items = self.scan(root)
+    items = self.scan(root, self.builder_config.partition)
     split_of = {'train': [], 'test': [], 'unpartitioned': []}
     for it in items:
       split_of[it.fields['partition'] or 'unpartitioned'].append(it.id)
     return self._splits_from_items(items, split_of)
 
   @classmethod
-  def scan(cls, root: pathlib.Path) -> list[_Item]:
-    """Finds every RIM-ONE DL image with both masks below ``root`` (sorted by stem)."""
+  def scan(cls, root: pathlib.Path, partition: str = 'auto') -> list[_Item]:
+    """Finds every RIM-ONE DL image with both masks below ``root`` (sorted by stem); each item's
+    ``partition`` field is its split in the chosen official partition (see the module docstring)."""
     files = manual.list_files(root)
     masks: dict[str, dict[str, tuple[int, pathlib.Path]]] = {}
     for f in files:
@@ -352,10 +375,15 @@ class RimOneDl(_FundusBuilder):
         dataset=cls.name, download=RIMONE_DOWNLOAD, manual_dir=root, pattern='*-1-Disc-T.png'
       )
     images: dict[str, tuple[int, pathlib.Path]] = {}
+    randomly: dict[str, str] = {}  # stem -> 'train' / 'test' in partitioned_randomly
     for f in files:
       stem = f.name[:-4] if f.name.lower().endswith('.png') else None
       if stem not in masks:
         continue
+      if _has_part(f, 'partitioned_randomly'):
+        part = _has_part(f, 'training_set', 'test_set')
+        if part:
+          randomly[stem] = 'train' if part == 'training_set' else 'test'
       rank = (
         0
         if _has_part(f, 'partitioned_by_hospital')
@@ -373,6 +401,10 @@ class RimOneDl(_FundusBuilder):
         pattern='<stem>.png (e.g. r1_Im001.png)',
         detail='(reference segmentations found, images missing)',
       )
+    has_hospital = any(rank == 0 for rank, _ in images.values())
+    if partition == 'auto':
+      partition = 'by_hospital' if has_hospital or not randomly else 'random'
+      logging.info('%s: train/test = the official %s partition', cls.name, partition)
     items = []
     for stem in sorted(masks):
       kinds = masks[stem]
@@ -380,13 +412,14 @@ class RimOneDl(_FundusBuilder):
         logging.warning('%s: %s lacks its image or a mask; skipped', cls.name, stem)
         continue
       rank, img = images[stem]
-      partition = hospital = ''
+      by_hospital = hospital = ''
       if rank == 0:
         part = _has_part(img, 'training_set', 'test_set')
         if part == 'training_set':
-          partition, hospital = 'train', RIMONE_TRAIN_HOSPITAL
+          by_hospital, hospital = 'train', RIMONE_TRAIN_HOSPITAL
         elif part == 'test_set':
-          partition, hospital = 'test', RIMONE_TEST_HOSPITAL
+          by_hospital, hospital = 'test', RIMONE_TEST_HOSPITAL
+      split = randomly.get(stem, '') if partition == 'random' else by_hospital
       release = stem.split('_', 1)[0].lower() if re.match(r'^r\d_', stem, re.I) else ''
       items.append(
         _Item(
@@ -396,7 +429,7 @@ class RimOneDl(_FundusBuilder):
           cup=kinds['cup'][1],
           fields=dict(
             label=np.int32(_label_from(kinds['disc'][1], img)),
-            partition=partition,
+            partition=split,
             hospital=hospital,
             release=release,
             domain=hospital or release or 'rimone_dl',

@@ -199,7 +199,7 @@ def _dirs(workdir: str, seed: int, target: str) -> dict[str, str]:
 
 def run_target(config: Any, data: dict, num_classes: int, target: str, workdir: str) -> tuple:
   """Every method on every stream of one target for `config.seed` (rows of the Dice table)."""
-  sources = [d for d in data if d != target]
+  sources = [d for d in config.data.domains if d != target]  # an extra target is never a source
   dirs = _dirs(workdir, config.seed, target)
   ckpt_root = _dirs(config.get('experts_workdir', '') or workdir, config.seed, target)[
     'checkpoints'

@@ -150,6 +150,7 @@ def input_channels(image_channels: int, num_classes: int, prev_mask: bool) -> in
 LGG_SITES = ('DU', 'HT', 'CS', 'FG')
 LGG_SEQUENCES = ('flair', 't1', 't1c')
 NUM_CLASSES = {'lgg_kaggle_3m': 2, 'synthetic_fundus': 3, 'rimone_dl': 3}
+EXTRA_TARGET = 'drishti_gs1'  # a further unseen fundus target (data.drishti_dir), never a source
 
 
 def domain_config(cfg: ml_collections.ConfigDict, domain: str) -> ml_collections.ConfigDict:
@@ -172,7 +173,10 @@ def domain_config(cfg: ml_collections.ConfigDict, domain: str) -> ml_collections
       data_dir=cfg.get('data_dir', ''),
     )
   )
-  if cfg.name == 'lgg_kaggle_3m':
+  if domain == EXTRA_TARGET:
+    d.name, d.manual_dir = EXTRA_TARGET, cfg.get('drishti_dir', '')
+    d.kwargs = {k: v for k, v in d.kwargs.items() if k in ('image_size', 'crop_scale')}
+  elif cfg.name == 'lgg_kaggle_3m':
     d.kwargs = dict(d.kwargs, variant='all_slices')
     if cfg.get('domain_by', 'site') == 'sequence':
       if domain not in LGG_SEQUENCES:
@@ -198,7 +202,8 @@ def load_domains(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, in
   synthetic 'train' / 'test', RIM-ONE DL the official partition's 'train' / 'test'), domain_by
   (LGG: 'site' = the TCGA institution, all 3 channels; 'sequence' = one MRI channel as a grey image,
   FLAIR-copy patients left out), kwargs (builder config). RIM-ONE DL domains are the sub-releases
-  'r1' | 'r2' | 'r3' (the `release` feature).
+  'r1' | 'r2' | 'r3' (the `release` feature); with `drishti_dir` set, Drishti-GS1 is added as the
+  domain 'drishti_gs1' (its 'train' / 'test' splits), a further unseen target.
   """
   domains = list(cfg.domains)
   if len(domains) < 2:
@@ -209,11 +214,16 @@ def load_domains(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, in
     ('test', cfg.get('test_split', '') or default_test, int(cfg.get('max_test', 0))),
   )
   out = {}
+  if cfg.get('drishti_dir', ''):
+    domains = domains + [EXTRA_TARGET]
   for dom in domains:
     out[dom] = {}
     for key, split, limit in splits:
       d = domain_config(cfg, dom)
-      d.split, d.max_images = split, limit
+      d.split, d.max_images = (
+        (('test' if key == 'test' else 'train') if dom == EXTRA_TARGET else split),
+        limit,
+      )
       loaded = load_segmentation(d, workdir)
       out[dom][key] = (loaded['images'], loaded['masks'])
   return out, NUM_CLASSES[cfg.name]
