@@ -68,7 +68,9 @@ def load_pretrained(
     lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, channels)))
   )
   params, _ = checkpoints.Checkpointer(config.checkpoint_dir, max_to_keep=1).restore(None, target)
-  return model, params
+  # As host arrays: orbax restores the sharding pre-training saved (a NamedSharding over its mesh),
+  # which the session's outputs do not have, so its second call would compile again.
+  return model, jax.tree.map(np.asarray, params)
 
 
 def summarize(curves: dict[str, np.ndarray], num_clicks: int) -> dict[str, float]:
