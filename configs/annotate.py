@@ -71,6 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       f'quick={a.quick},size={size},steps={steps},n={n},n_test={n_test},targets=camera_c'
     )
     c.pretrain = demo.pretrain
+    if a.quick:  # validate (and keep best/) once, at the end: the demo serves sooner
+      c.pretrain.eval_every = c.pretrain.checkpoint_every = steps
+      c.pretrain.val_images = 4
     c.images.data = demo.adapt.targets.camera_c
     c.images.data.max_images = 8 if a.quick else 24
     c.classes = ('background', 'rim', 'cup')
