@@ -105,3 +105,27 @@ def test_programming_errors_keep_their_traceback(tmp_path):
   assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
   assert 'Traceback' in proc.stderr and 'ValueError: internal bug' in proc.stderr
   assert not any(l.startswith('error:') for l in proc.stderr.splitlines())
+
+
+def test_repeated_library_messages_are_dropped_from_the_log():
+  import logging  # pylint: disable=g-import-not-at-top
+
+  from yiplearn import experiments  # pylint: disable=g-import-not-at-top
+
+  def record(path, level, msg):
+    return logging.LogRecord('absl', level, path, 1, msg, None, None)
+
+  keep = experiments._QuietLibraries().filter  # pylint: disable=protected-access
+  tfds = '/x/tensorflow_datasets/core/dataset_builder.py'
+  assert not keep(record(tfds, logging.WARNING, 'Using custom data configuration: SyntheticConfig'))
+  assert not keep(
+    record('/x/tensorflow_datasets/core/utils/file_utils.py', 30, 'F has no dataset_info.json')
+  )
+  assert keep(record(tfds, logging.WARNING, 'the manual_dir is empty'))  # other warnings stay
+  assert not keep(record('/x/orbax/checkpoint/manager.py', logging.INFO, 'Saving checkpoint'))
+  bridge = '/x/jax/_src/xla_bridge.py'
+  assert not keep(record(bridge, logging.INFO, "Unable to initialize backend 'tpu': no libtpu"))
+  assert keep(record(bridge, logging.WARNING, 'An NVIDIA GPU may be present on this machine'))
+  assert keep(
+    record('/x/yiplearn/experiments/pretrain.py', logging.INFO, 'pre-training on 8 images')
+  )

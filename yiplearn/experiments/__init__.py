@@ -35,11 +35,21 @@ def get(name: str) -> Callable:
 
 
 class _QuietLibraries:
-  """Drops INFO records of orbax and tfds (one line per file operation) from the absl log."""
+  """Drops INFO records of orbax and tfds (one line per file operation), tfds's warnings repeated on
+  every load of a dataset it built, and jax's backends that are not there (`Unable to initialize
+  backend 'tpu'` on a CPU machine) from the absl log."""
+
+  REPEATED = ('Using custom data configuration', 'has no dataset_info.json')
 
   def filter(self, record) -> bool:
-    noisy = 'orbax' in record.pathname or 'tensorflow_datasets' in record.pathname
-    return record.levelno >= 30 or not noisy
+    path = record.pathname
+    if 'orbax' in path or 'tensorflow_datasets' in path:
+      if record.levelno < 30:
+        return False
+      return not any(r in str(record.msg) for r in self.REPEATED)
+    if 'xla_bridge' in path and record.levelno < 30:
+      return not str(record.msg).startswith('Unable to initialize backend')
+    return True
 
 
 def launch(config: Any, workdir: str) -> dict:
@@ -52,7 +62,7 @@ def launch(config: Any, workdir: str) -> dict:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   run = get(config.get('experiment', None))
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
+  if files.is_writer():
     text = config.to_json_best_effort(indent=2) + '\n'
     files.atomic_write_text(os.path.join(workdir, 'config.json'), text)
   logging.info(
