@@ -74,6 +74,7 @@ MORE_TESTS = (
   'tests/test_sampler.py',
   'tests/test_segmentation_merging.py',
 )
+MERGING = 'benchmarks/bench_merging.py'
 PHASES = (
   'env',
   'tests',
@@ -82,6 +83,7 @@ PHASES = (
   'latency',
   'streams',
   'merging',
+  'merging_seg',
   'vs_torch_tf32',
   'tests_more',
 )
@@ -128,8 +130,9 @@ def plan(
     latency = ('--nocache_runs', '0', '--warm_runs', '0', '--clicks', '3', '--no_peak')
     streams = ('--streams', '1,2', '--clicks', '2', '--repeats', '1', '--warmup', '0')
     merging = ('--quick', '--grid', '2:4', '--chunks', '2', '--repeats', '1')
+    merging_seg = ('--model', 'segmentation', *merging)
     caps = dict(env=60, tests=120, vs_torch=300, session=300, latency=300, streams=300)
-    caps.update(merging=300, vs_torch_tf32=300, tests_more=120)
+    caps.update(merging=300, merging_seg=300, vs_torch_tf32=300, tests_more=120)
   else:
     xdist = ('-n', str(xdist_workers)) if xdist_workers else ()
     if test_timeout_s:  # one hung test fails alone instead of eating the phase
@@ -143,9 +146,19 @@ def plan(
     latency = ('--nocache_runs', '1', '--warm_runs', '1')
     streams = ('--streams', '1,8,64', '--repeats', '3', '--warmup', '1')
     merging = ('--grid', '3:64,8:128', '--chunks', '16,64', '--repeats', '3')
+    merging_seg = (
+      '--model',
+      'segmentation',
+      '--grid',
+      '3:16,5:64',
+      '--chunks',
+      '16',
+      '--repeats',
+      '3',
+    )
     # Seconds per phase (the budget decides too): a phase killed at its cap keeps the sizes/rows it wrote.
     caps = dict(env=45, tests=120, vs_torch=110, session=90, latency=80, streams=90)
-    caps.update(merging=70, vs_torch_tf32=60, tests_more=90)
+    caps.update(merging=70, merging_seg=60, vs_torch_tf32=60, tests_more=90)
   first = sizes if smoke else ('--sizes', 'brain')
   precise = (('JAX_DEFAULT_MATMUL_PRECISION', 'highest'),)
   torch_dev = ('--torch_device', 'cpu' if smoke else 'cuda')
@@ -169,6 +182,12 @@ def plan(
     Phase('latency', _bench('bench_latency', *first, *latency, *out('latency')), caps['latency']),
     Phase('streams', _bench('bench_streams', *first, *streams, *out('streams')), caps['streams']),
     Phase('merging', _bench('bench_merging', *merging, *out('merging')), caps['merging']),
+    Phase(
+      'merging_seg',
+      _bench('bench_merging', *merging_seg, *out('merging_seg')),
+      caps['merging_seg'],
+      skip=None if '--model' in script_flags(MERGING) else f'{MERGING} has no --model flag',
+    ),
     Phase(
       'vs_torch_tf32',
       vs_torch
@@ -275,6 +294,8 @@ def check_flags(phases: Sequence[Phase]) -> list[str]:
   problems, flags = [], {}
   for ph in phases:
     script = ph.argv[0]
+    if ph.skip:
+      continue
     if script == '-m':  # pytest: the test files must exist
       problems += [
         f'{ph.name}: no {a}' for a in ph.argv if a.startswith('tests/') and not _exists(a)
@@ -346,7 +367,8 @@ def run(args: argparse.Namespace) -> int:
   phases = [p for p in phases if p.name in chosen]
   if args.dry_run:
     for ph in phases:
-      print(f'{ph.name} (cap {ph.cap_s:.0f} s): python {" ".join(ph.argv)}')
+      skip = f' SKIPPED: {ph.skip}' if ph.skip else ''
+      print(f'{ph.name} (cap {ph.cap_s:.0f} s){skip}: python {" ".join(ph.argv)}')
     problems = check_flags(phases)
     for p in problems:
       print('PLAN ERROR:', p)

@@ -69,6 +69,9 @@ def test_plan_matches_the_scripts_flags_and_test_files(smoke):
   assert (
     ('-n', '4', '--timeout=90') == tests.argv[6:9]
   ) != smoke  # workers and a per-test limit on the GPU
+  seg = next(p for p in phases if p.name == 'merging_seg')
+  assert ('--model', 'segmentation') == seg.argv[1:3]
+  assert (seg.skip is None) == ('--model' in dc.script_flags(dc.MERGING))  # skipped until it exists
   more = next(p for p in phases if p.name == 'tests_more')
   assert set(dc.more_test_files()) <= set(more.argv) and not set(dc.NUMERICS_TESTS) & set(more.argv)
 
