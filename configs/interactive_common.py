@@ -7,7 +7,7 @@ mapping back is `yiplearn/experiments/interactive_setup.py`.
 
 import ml_collections
 
-from yiplearn.interactive import rules, spec
+from yiplearn.interactive import pretraining, rules, spec
 
 
 def model(quick: bool, paper: bool = False) -> ml_collections.ConfigDict:
@@ -39,6 +39,8 @@ def clicks(max_clicks: int | None = None) -> ml_collections.ConfigDict:
       'radius': d['radius'],
       'policy': d['policy'],
       'prev_mask': d['prev_mask'],
+      'tie_break': d['tie_break'],
+      'reverse_classes': d['reverse_classes'],
     }
   )
 
@@ -55,6 +57,7 @@ def rule_sections(c: ml_collections.ConfigDict) -> None:
       'clicks': pi['pi_clicks'] or 0,
       'repredict': pi['pi_repredict'],
       'stage1_ccg': pi['pi_stage1_ccg'],
+      'fill': pi['pi_fill'],
     }
   )
   c.ia_sa = ml_collections.ConfigDict(rules.defaults(rules.ia_sa))
@@ -99,6 +102,8 @@ def pretrain(
   c.model = model(quick, paper_model)
   c.clicks = clicks()
   c.loss = loss()
+  d = rules.defaults(pretraining.make_train_step)  # the click sampler (interactive/sampler.py)
+  c.sampler = ml_collections.ConfigDict({'name': d['sampler'], 'min_area': d['min_area']})
   c.augment = augment()
   c.optim = ml_collections.ConfigDict(
     {'lr': lr, 'batch_size': batch_size, 'decay_every': max(steps // 3, 1), 'decay_rate': 0.5}

@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -87,6 +88,20 @@ def test_pretrain_resumes_from_latest_checkpoint(tmp_path):
   # The resumed run's validation table lists every evaluation (step 1 from the checkpoint), with skip counts.
   rows = json.loads((tmp_path / 'results' / 'pretrain_val.json').read_text())['rows']
   assert [r['step'] for r in rows] == [1, 2] and all(r['skipped'] == 0 for r in rows)
+
+
+def test_pretrain_with_the_previous_mask_channel_trains_and_validates_with_it(tmp_path):
+  config = _tiny(interactive_fundus.get_config('quick,targets=camera_c')).pretrain
+  config.clicks.prev_mask = True
+  config.steps = config.eval_every = config.checkpoint_every = 1
+  out = pretrain.run(config, str(tmp_path))
+  # Validation ran the session's click step on the 3 + 3 + 1 channel model (the mask channel).
+  rows = json.loads((tmp_path / 'results' / 'pretrain_val.json').read_text())['rows']
+  assert [r['step'] for r in rows] == [1] and 0.0 <= rows[0]['dice@2'] <= 1.0
+  config.checkpoint_dir = out['best_dir']
+  _, params = adapt_interactive.load_pretrained(config, 3, 3, 32)  # restores 7-channel weights
+  kernels = [a for a in jax.tree.leaves(params) if a.ndim == 4]
+  assert out['best']['step'] == 1 and any(k.shape[2] == 3 + 3 + 1 for k in kernels)
 
 
 def test_pretrain_rejects_unknown_selection_metric(tmp_path):

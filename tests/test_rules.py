@@ -221,17 +221,3 @@ def test_ia_sa_tent_oracle_lower_their_losses():
   np.testing.assert_allclose(orc[0], float(losses.dice_focal(ref, gt, K)), rtol=1e-5)
   with pytest.raises(errors.UserError, match='gt=None'):
     rules.oracle().finish((), rules.init_state(rules.frozen(), params).train, view, env, None)
-
-
-def test_episodic_resets_params_and_optimiser_and_keeps_counters():
-  params = toy_params(3)
-  env = _env()
-  rule = rules.make('pi_mi_episodic')
-  state = rules.init_state(rule, params, env.tx)
-  moved = state.train._replace(
-    params=jax.tree_util.tree_map(lambda p: p + 1, params), step=state.step + 3
-  )
-  _, back = rule.start(state.rule, moved, env)
-  assert _equal_trees(back.params, params) and int(back.step) == 3
-  assert _equal_trees(back.opt_state, state.opt_state)
-  assert rules.init_state(rules.make('pi_mi'), params).rule == ((), ())

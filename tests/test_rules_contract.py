@@ -19,7 +19,7 @@ K = 2
 T = 3
 SPEC = SessionSpec(num_classes=K, num_clicks=T, prev_mask=True)
 TX = rules.make_optimizer(0.05)
-NAMES = sorted(rules.METHODS) + ['pi_mi_episodic', 'ia_sa_episodic']
+NAMES = sorted(rules.METHODS) + ['pi_mi_episodic']
 
 
 def _data(seed):

@@ -39,10 +39,11 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 
 def make_train_step(apply_fn, tx, config: ml_collections.ConfigDict, mesh=None):
-  """The core's jitted train step with this config's clicks (clicks.*) and loss (loss.*)."""
+  """The core's jitted train step with this config's clicks.*, loss.* and sampler.*."""
   spec = interactive_setup.spec_from_config(config)
   loss = interactive_setup.loss_from_config(config)
-  return pretraining.make_train_step(apply_fn, tx, spec, loss, mesh=mesh)
+  sampler = interactive_setup.sampler_from_config(config)
+  return pretraining.make_train_step(apply_fn, tx, spec, loss, mesh=mesh, **sampler)
 
 
 def make_augment(config: ml_collections.ConfigDict):

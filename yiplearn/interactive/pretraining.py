@@ -1,9 +1,9 @@
 """Click pre-training of the interactive U-Net (DESIGN.md 1.1, "Click pre-training"): the jitted step.
 
-Per sample a random number of clicks n in [1, spec.num_clicks]: one click in the ground truth
-(``step.click_key(key, 1)``), a prediction from it (no gradient), then n - 1 clicks in that
-prediction's error components (largest first, ``step.click_key(key, 2)``); the input is built by the
-click step (``step.build_input``: with ``spec.prev_mask`` the previous-mask channel holds the first
+Per sample a random number of clicks n in [1, spec.num_clicks]: one click in the ground truth, a
+prediction from it (no gradient), then clicks in that prediction's error components, chosen by
+``interactive/sampler.py`` ('paper' [default] or the released code's 'released'); the input is built by
+the click step (``step.build_input``: with ``spec.prev_mask`` the previous-mask channel holds the first
 prediction's foreground when n > 1, zeros otherwise, as in a session); the loss is DiceFocal + beta CCG
 over all n clicks (``rules.objective``), optimised through ``optim.guarded_update`` (a non-finite step
 is skipped and counted). The program around it is ``yiplearn/experiments/pretrain.py``.
@@ -11,7 +11,7 @@ is skipped and counted). The program around it is ``yiplearn/experiments/pretrai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -20,7 +20,8 @@ import optax
 
 from yiplearn import clicks as clicks_lib
 from yiplearn import errors, optim, parallel
-from yiplearn.interactive import rules, step, user
+from yiplearn.interactive import rules, step
+from yiplearn.interactive import sampler as sampler_lib
 from yiplearn.interactive.spec import Loss, SessionSpec
 
 __all__ = ['make_optimizer', 'init_state', 'sample_training_clicks', 'make_train_step']
@@ -52,45 +53,69 @@ def sample_training_clicks(
   image: jax.Array,
   gt: jax.Array,
   spec: SessionSpec,
+  n: jax.Array,
+  *,
+  sampler: str = 'paper',
+  min_area: int | Sequence[int] = 150,
 ) -> tuple[clicks_lib.Clicks, jax.Array]:
-  """Clicks for one training sample and the previous prediction the input shows.
+  """Clicks for one training sample and the previous prediction its input shows.
 
-  Returns ``(clicks, prev_pred)``: clicks of capacity ``spec.num_clicks`` with a uniformly random
-  number of valid clicks in [1, T] (click 1 valid when the ground truth has a foreground); prev_pred
-  (H, W) int32 the first click's prediction when more clicks follow, else zeros.
+  ``sampler.pretraining_clicks`` chooses them (first click, the model's prediction from it through the
+  click step, then clicks in its error components); ``n`` valid clicks of capacity
+  ``spec.num_clicks``. Returns ``(clicks, prev_pred)``: prev_pred (H, W) int32 is the first click's
+  prediction when a training click follows it ('paper': n > 1; 'released': always), else zeros.
   """
-  T, K = int(spec.num_clicks), int(spec.num_classes)
-  coord, label, valid = user.first_click(step.click_key(key, 1), gt, policy=spec.policy)
-  first = clicks_lib.add_click(clicks_lib.empty_clicks(1), 0, coord, label, valid)
   one = spec._replace(num_clicks=1)
-  logits = step.predict(
-    apply_fn, jax.lax.stop_gradient(params), step.build_input(one, image, first)
+  seen = []
+
+  def predict(first):
+    x = step.build_input(one, image, first)
+    pred = jnp.argmax(step.predict(apply_fn, jax.lax.stop_gradient(params), x), -1)
+    seen.append(pred.astype(jnp.int32))
+    return seen[-1]
+
+  clicks = sampler_lib.pretraining_clicks(
+    key,
+    gt,
+    predict,
+    spec.num_classes,
+    spec.num_clicks,
+    n,
+    policy=spec.policy,
+    sampler=sampler,
+    tie_break=spec.tie_break,
+    min_area=min_area,
   )
-  pred = jnp.argmax(logits, -1).astype(jnp.int32)
-  more = user.simulate_clicks(step.click_key(key, 2), gt, pred, K, T - 1, policy=spec.policy)
-  n_more = jax.random.randint(jax.random.fold_in(key, 0), (), 0, T)  # 0 .. T-1 extra clicks
-  more = clicks_lib.select(more, jnp.arange(T - 1) < n_more)
-  clicks = clicks_lib.Clicks(
-    coords=jnp.concatenate([first.coords, more.coords]),
-    labels=jnp.concatenate([first.labels, more.labels]),
-    valid=jnp.concatenate([first.valid, more.valid]),
-  )
-  return clicks, jnp.where(n_more > 0, pred, 0)
+  if not seen:  # a 'paper' capacity of 1: nothing but the first click
+    return clicks, jnp.zeros(gt.shape, jnp.int32)
+  follows = (n > 1) if sampler == 'paper' else jnp.bool_(True)
+  return clicks, jnp.where(follows, seen[0], 0)
 
 
 def make_train_step(
-  apply_fn: Callable, tx, spec: SessionSpec, loss: Loss = Loss(), *, mesh=None
+  apply_fn: Callable,
+  tx,
+  spec: SessionSpec,
+  loss: Loss = Loss(),
+  *,
+  sampler: str = 'paper',
+  min_area: int | Sequence[int] = 150,
+  mesh=None,
 ) -> Callable:
   """The jitted ``state, images, masks, key -> state, metrics`` update (state donated).
 
-  Sample i of step s uses key ``split(fold_in(key, s), B)[i]``. With a ``mesh`` (data parallelism)
+  Sample i of step s uses key ``split(fold_in(key, s), B)[i]``; its click count n is uniform in
+  [1, T], drawn per sample ('paper') or once per batch ('released', the authors' code).
+  ``sampler`` and ``min_area``: see ``interactive/sampler.py``. With a ``mesh`` (data parallelism)
   images and masks are split over its first axis and the state, key and metrics are replicated; the
   loss is the mean over the global batch, as on one device.
   """
   spec, loss = spec.validate(), loss.validate()
   if spec.num_clicks < 2:
     raise errors.invalid('clicks.max_clicks', spec.num_clicks, '>= 2 (a GT click + corrections)')
-  K = int(spec.num_classes)
+  K, T = int(spec.num_classes), int(spec.num_clicks)
+  if sampler not in sampler_lib.SAMPLERS:
+    raise errors.invalid('sampler', sampler, f'one of {sampler_lib.SAMPLERS}')
 
   def per_sample_loss(params, image, gt, clicks, prev):
     logits = step.predict(apply_fn, params, step.build_input(spec, image, clicks, prev))
@@ -98,9 +123,17 @@ def make_train_step(
     return seg + loss.beta * ccg, (seg, ccg)
 
   def train_step(state: optim.TrainState, images, masks, key):
-    keys = jax.random.split(jax.random.fold_in(key, state.step), images.shape[0])
-    sample = lambda k, im, gt: sample_training_clicks(k, state.params, apply_fn, im, gt, spec)
-    batch_clicks, prev = jax.vmap(sample)(keys, images, masks)
+    step_key = jax.random.fold_in(key, state.step)
+    keys = jax.random.split(step_key, images.shape[0])
+    if sampler == 'paper':
+      ns = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 1, T + 1))(keys)
+    else:
+      n = jax.random.randint(jax.random.fold_in(step_key, -1), (), 1, T + 1)
+      ns = jnp.full((images.shape[0],), n)
+    sample = lambda k, im, gt, n: sample_training_clicks(
+      k, state.params, apply_fn, im, gt, spec, n, sampler=sampler, min_area=min_area
+    )
+    batch_clicks, prev = jax.vmap(sample)(keys, images, masks, ns)
 
     def loss_fn(params):
       total, (seg, ccg) = jax.vmap(per_sample_loss, in_axes=(None, 0, 0, 0, 0))(

@@ -126,6 +126,7 @@ def pi(
   pi_clicks: int | None = None,
   pi_repredict: bool = False,
   pi_stage1_ccg: bool = False,
+  pi_fill: str = 'invalid',
 ) -> Rule:
   """Post-Interaction after the image is accepted (P_final = the displayed prediction): two steps.
 
@@ -133,10 +134,14 @@ def pi(
   as the released code does]. Stage 2: up to ``pi_clicks`` (None: T) correction clicks between
   argmax P_1 (re-predicted after stage 1 with ``pi_repredict``) and P_final, largest error component
   first, labelled by P_final, fed alone; loss DiceFocal + beta CCG on them; skipped without clicks.
+  ``pi_fill='released'`` fills the stage-2 slots as the released code does (``user.simulate_clicks``:
+  the last click repeated, background clicks at (0, 0) without an error), so stage 2 always steps.
   """
   loss = loss.validate()
   if pi_clicks is not None and not (int(pi_clicks) == pi_clicks and pi_clicks >= 1):
     raise errors.invalid('pi_clicks', pi_clicks, 'None or an integer >= 1')
+  if pi_fill not in user.FILLS:
+    raise errors.invalid('pi.fill', pi_fill, f'one of {user.FILLS}')
 
   def finish(rstate, train, view, env, gt):
     del gt
@@ -153,7 +158,9 @@ def pi(
     p1 = jnp.argmax(logits1, -1).astype(jnp.int32)
     n = pi_clicks or spec.num_clicks
     key = step.finish_key(view.key, spec.num_clicks)
-    art = user.simulate_clicks(key, final, p1, k, n, policy=spec.policy)
+    art = user.simulate_clicks(
+      key, final, p1, k, n, policy=spec.policy, tie_break=spec.tie_break, fill=pi_fill
+    )
     x2 = step.build_input(spec, view.image, art, p1)
     l2, g2, _ = _value_grad_logits(
       env.apply_fn, train.params, x2, lambda lg: objective(loss, lg, final, art, k)
@@ -169,9 +176,10 @@ def pi_mi(
   pi_clicks: int | None = None,
   pi_repredict: bool = False,
   pi_stage1_ccg: bool = False,
+  pi_fill: str = 'invalid',
 ) -> Rule:
   """The paper's method: ``chain(mi(loss), pi(loss, ...))``."""
-  return chain(mi(loss), pi(loss, pi_clicks, pi_repredict, pi_stage1_ccg), name='pi_mi')
+  return chain(mi(loss), pi(loss, pi_clicks, pi_repredict, pi_stage1_ccg, pi_fill), name='pi_mi')
 
 
 def ia_sa(reg_weight: float = 1.0) -> Rule:

@@ -37,7 +37,7 @@ class SessionOutput(NamedTuple):
 
   Attributes:
     dice: (T, K) float32 Dice of every class after each click (background included).
-    union_dice: (T, R) float32 Dice of each ``hp.report_unions`` union after each click.
+    union_dice: (T, R) float32 Dice of each ``spec.report_unions`` union after each click.
     clicks: the T clicks placed by the simulated user (Clicks, capacity T).
     click_loss: (T,) float32 loss of the update made because of click t (MI: the update after click t >= 2;
       IA+SA/Tent: the update before P_t is shown); 0 where none.
@@ -118,7 +118,9 @@ def make_session(
     if image.ndim != 3 or gt.shape != image.shape[:2]:
       raise errors.invalid('image/gt', (image.shape, gt.shape), '(H, W, C) and (H, W)')
     step0, skipped0 = state.step, state.skipped
-    coord, label, valid = user.first_click(step.click_key(key, 1), gt, policy=spec.policy)
+    coord, label, valid = user.first_click(
+      step.click_key(key, 1), gt, policy=spec.policy, tie_break=spec.tie_break
+    )
     state, view, loss0 = step.start(rule, env, state, image, coord, label, valid, key)
 
     def body(carry, t):
@@ -127,7 +129,7 @@ def make_session(
       view = step.show(rule, env, state.params, view)
       d, u = step.score(spec, view.pred, gt)
       c, lab, v = user.correction_click(
-        step.click_key(key, t + 2), gt, view.pred, K, policy=spec.policy
+        step.click_key(key, t + 2), gt, view.pred, K, policy=spec.policy, tie_break=spec.tie_break
       )
       view = step.place(spec, view, c, lab, v)
       view = step.propose(rule, env, state.params, view)

@@ -36,6 +36,10 @@ class SessionSpec(NamedTuple):
     policy: the simulated user's click policy ['random_in_largest'] | 'deepest'.
     encoding: click maps 'gaussian' [sigma 5] | 'disk' [radius 5]; sigma, radius: their sizes.
     prev_mask: the model takes the previous prediction's foreground as an extra input channel [False].
+    tie_break: equal-size error components: 'first' (raster order) [default] | 'released' (the
+      authors' code: the later error type / component; ``user.TIE_BREAKS``).
+    reverse_classes: guidance channels in the order K-1..0 (the released code's [cup, rim, bg] /
+      [fg, bg], to load its checkpoints) [False].
     report: ((name, (classes...)), ...) foreground unions scored after every click (empty: each
       foreground class on its own, named 'class<k>').
   """
@@ -47,6 +51,8 @@ class SessionSpec(NamedTuple):
   sigma: float = 5.0
   radius: float = 5.0
   prev_mask: bool = False
+  tie_break: str = 'first'
+  reverse_classes: bool = False
   report: tuple = ()
 
   @property
@@ -71,6 +77,8 @@ class SessionSpec(NamedTuple):
       raise errors.invalid('policy', self.policy, f'one of {user.POLICIES}')
     if self.encoding not in ENCODINGS:
       raise errors.invalid('encoding', self.encoding, f'one of {ENCODINGS}')
+    if self.tie_break not in user.TIE_BREAKS:
+      raise errors.invalid('tie_break', self.tie_break, f'one of {user.TIE_BREAKS}')
     if not (self.sigma > 0 and self.radius > 0):
       raise errors.invalid('sigma/radius', (self.sigma, self.radius), 'positive sizes')
     for n, cs in self.report_unions:

@@ -113,6 +113,7 @@ def build_input(
     sigma=spec.sigma,
     radius=spec.radius,
     prev_mask=prev,
+    reverse_classes=spec.reverse_classes,
   )
 
 
