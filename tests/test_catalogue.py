@@ -276,7 +276,7 @@ CASES = [
     'config_unknown_key',
     lambda p: merge_digits.get_config('quick,nope=1'),
     ValueError,
-    "config argument 'nope' is not known; valid keys: T, alpha, batch",
+    "config argument='nope': expected a key of this config, one of T, alpha, batch",
   ),
   (
     'config_wrong_type',
@@ -495,7 +495,7 @@ LAUNCH = [
   (
     'unknown_config_arg',
     ['configs/merge_digits.py:quick,nope=1'],
-    "config argument 'nope' is not known",
+    "config argument='nope': expected a key of this config",
   ),
   (
     'unknown_override',

@@ -46,7 +46,7 @@ def test_dataset_card_end_to_end(tmp_path):
 @pytest.mark.parametrize(
   'args, expected',
   [
-    (['--config', 'configs/quickstart.py:sise=3'], "'sise' is not known; valid keys:"),
+    (['--config', 'configs/quickstart.py:sise=3'], "config argument='sise': expected a key"),
     (['--config', 'configs/quickstart.py:size=big'], "size='big': expected int"),
     (
       ['--config', 'configs/quickstart.py', '--config.nope=1'],

@@ -84,6 +84,9 @@ class App:
     self.warming = 0
     self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='yiplearn-app')
     self._lock = threading.Lock()
+    # What GET /api/state returns: made by the model's thread after every request (a state being
+    # adapted there is donated to XLA and cannot be read from another thread meanwhile).
+    self._status = annotator.status()
 
   # ---- the worker ----------------------------------------------------------------------------------------
 
@@ -155,8 +158,15 @@ class App:
   async def _run(self, fn: Callable[[], Any]) -> Any:
     """``fn`` in the model's thread, with the session claimed (409 while another request runs)."""
     self._claim()
+
+    def job():
+      try:
+        return fn()
+      finally:
+        self._status = self.annotator.status()
+
     try:
-      future = self._worker.submit(fn)
+      future = self._worker.submit(job)
     except RuntimeError:
       self._release()
       raise AppError(503, 'server', 'shutting down', 'a running server') from None
@@ -216,7 +226,7 @@ class App:
     return StreamingResponse(lines(), media_type='application/x-ndjson')
 
   async def state(self, request: Request) -> Response:
-    status = self.annotator.status()
+    status = self._status
     return JSONResponse(_jsonable({**status, 'busy': self.busy, 'warming': self.warming}))
 
   async def image(self, request: Request) -> Response:
