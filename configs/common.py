@@ -3,7 +3,8 @@
 A config is chosen as `--config configs/<name>.py:<args>`, where `<args>` is a comma-separated
 list of `key=value` pairs or bare `key`s (a bare key sets a boolean to True), e.g.
 `configs/interactive_lgg.py:quick,shift=site,size=64`. Each config declares its keys with typed
-defaults; an unknown key or a value of the wrong type is a ValueError that names it.
+defaults; an unknown key or a value of the wrong type is a `yiplearn.errors.UserError` (a ValueError)
+in the template `field=value: expected ...`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import ml_collections
+
+from yiplearn import errors
 
 _TRUE = {'1', 'true', 'yes', 'on', 'y', 't'}
 _FALSE = {'0', 'false', 'no', 'off', 'n', 'f'}
@@ -36,8 +39,8 @@ def _convert(key: str, raw: str, default: Any) -> Any:
       return kind(elem(p) for p in parts)
     return raw
   except ValueError:
-    raise ValueError(
-      f'config argument {key}={raw!r}: expected {kind.__name__} (default {default!r})'
+    raise errors.invalid(
+      f'config argument {key}', raw, f'{kind.__name__} (default {default!r})'
     ) from None
 
 
@@ -55,13 +58,13 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
     key, sep, raw = item.partition('=')
     key = key.strip()
     if key not in spec:
-      raise ValueError(
-        f'config argument {key!r} is not known; valid keys: {", ".join(sorted(spec))}'
+      raise errors.invalid(
+        'config argument', key, f'a key of this config, one of {", ".join(sorted(spec))}'
       )
     if not sep:
       if not isinstance(spec[key], bool):
-        raise ValueError(
-          f'config argument {key!r} needs a value ({key}=...): expected {type(spec[key]).__name__}'
+        raise errors.invalid(
+          f'config argument {key}', '', f'a value ({key}=...) of type {type(spec[key]).__name__}'
         )
       out[key] = True
     else:
@@ -70,7 +73,7 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
 
 
 def check_choice(name: str, value: Any, choices) -> Any:
-  """Returns `value` if it is one of `choices`, else raises a ValueError naming the field."""
+  """Returns `value` if it is one of `choices`, else raises a UserError naming the field."""
   if value not in choices:
-    raise ValueError(f'{name}={value!r}: expected one of {", ".join(map(repr, choices))}')
+    raise errors.invalid(name, value, f'one of {", ".join(map(repr, choices))}')
   return value

@@ -1,6 +1,7 @@
 """Host-side checks of arrays entering the core (before they reach jitted code).
 
-Each check raises one ``ValueError`` naming the field, the offending value and what was expected.
+Each check raises one :class:`~yiplearn.errors.UserError` (a ``ValueError``) in the template
+``field=value: expected ...``.
 They run on host (numpy) arrays; a traced value (inside ``jit``/``vmap``) is only checked for its
 static shape and dtype, since its values are unknown there.
 """
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from yiplearn import errors
 
 __all__ = ['is_traced', 'pixel_dtype', 'label_dtype', 'image_batch', 'label_maps']
 
@@ -35,14 +38,14 @@ def pixel_dtype(name: str, x: Any) -> None:
   if dtype == np.bool_ or not (
     np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
   ):
-    raise ValueError(f'{name}.dtype={dtype}: expected real floating-point (or integer) pixels')
+    raise errors.invalid(f'{name}.dtype', dtype, 'real floating-point (or integer) pixels')
 
 
 def label_dtype(name: str, x: Any) -> None:
   """An integer dtype (class indices)."""
   dtype = _dtype(x)
   if not np.issubdtype(dtype, np.integer):
-    raise ValueError(f'{name}.dtype={dtype}: expected integer class indices')
+    raise errors.invalid(f'{name}.dtype', dtype, 'integer class indices')
 
 
 def image_batch(name: str, images: Any, *, rank: int = 4) -> None:
@@ -50,7 +53,7 @@ def image_batch(name: str, images: Any, *, rank: int = 4) -> None:
   shape = tuple(np.shape(images))
   if len(shape) != rank:
     layout = '(N, H, W, C)' if rank == 4 else '(H, W, C)' if rank == 3 else f'rank {rank}'
-    raise ValueError(f'{name}.shape={shape}: expected {layout}')
+    raise errors.invalid(f'{name}.shape', shape, layout)
   pixel_dtype(name, images)
   dtype = _dtype(images)
   if is_traced(images) or not np.issubdtype(dtype, np.floating) or np.size(images) == 0:
@@ -62,10 +65,8 @@ def image_batch(name: str, images: Any, *, rank: int = 4) -> None:
   )
   if not finite.all():
     bad = np.flatnonzero(~finite)[:5].tolist()
-    where = f'images {bad} hold' if rank == 4 else 'the image holds'
-    raise ValueError(
-      f'{name}: {where} NaN or Inf pixels: expected finite values (drop or repair them)'
-    )
+    where = f'NaN or Inf pixels in images {bad}' if rank == 4 else 'NaN or Inf pixels'
+    raise errors.invalid(name, where, 'finite values (drop or repair them)')
 
 
 def label_maps(
@@ -74,12 +75,12 @@ def label_maps(
   """Integer class maps with values in ``[0, num_classes)`` and, if given, the ``shape`` of the images."""
   label_dtype(name, masks)
   if shape is not None and tuple(np.shape(masks)) != tuple(shape):
-    raise ValueError(
-      f"{name}.shape={tuple(np.shape(masks))}: expected {tuple(shape)} (the images' N, H, W)"
+    raise errors.invalid(
+      f'{name}.shape', tuple(np.shape(masks)), f"{tuple(shape)} (the images' N, H, W)"
     )
   if num_classes is None or is_traced(masks) or np.size(masks) == 0:
     return
   values = np.asarray(masks)
   lo, hi = int(values.min()), int(values.max())
   if lo < 0 or hi >= num_classes:
-    raise ValueError(f'{name} values in [{lo}, {hi}]: expected classes in [0, {num_classes})')
+    raise errors.invalid(f'{name} values', [lo, hi], f'classes in [0, {num_classes})')

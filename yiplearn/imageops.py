@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yiplearn import errors
+
 __all__ = [
   'connected_components',
   'label_regions',
@@ -44,8 +46,8 @@ _EDT_CHUNK_ELEMENTS = 1 << 24
 
 def _check_2d(name: str, x: jax.Array) -> None:
   if jnp.ndim(x) != 2:
-    raise ValueError(
-      f'{name} must be a 2-D (H, W) array, got shape {jnp.shape(x)}; use jax.vmap for batches.'
+    raise errors.invalid(
+      f'{name}.shape', jnp.shape(x), 'a 2-D (H, W) array (use jax.vmap for batches)'
     )
 
 
@@ -132,7 +134,7 @@ def label_regions(values: jax.Array, mask: jax.Array) -> jax.Array:
   _check_2d('values', values)
   _check_2d('mask', mask)
   if jnp.shape(values) != jnp.shape(mask):
-    raise ValueError(f'values shape {jnp.shape(values)} must equal mask shape {jnp.shape(mask)}')
+    raise errors.invalid('values.shape', jnp.shape(values), f'the shape of mask, {jnp.shape(mask)}')
   return _label_regions_with_count(jnp.asarray(values), jnp.asarray(mask, bool))[0]
 
 
@@ -266,9 +268,9 @@ def gaussian_kernel1d(sigma: float, truncate: float = 3.0) -> np.ndarray:
   sigma = float(sigma)
   truncate = float(truncate)
   if not (sigma > 0 and math.isfinite(sigma)):
-    raise ValueError(f'sigma must be a finite positive number, got {sigma!r}')
+    raise errors.invalid('sigma', sigma, 'a finite positive number')
   if not (truncate > 0 and math.isfinite(truncate)):
-    raise ValueError(f'truncate must be a finite positive number, got {truncate!r}')
+    raise errors.invalid('truncate', truncate, 'a finite positive number')
   radius = int(truncate * sigma + 0.5)
   x = np.arange(-radius, radius + 1, dtype=np.float64)
   k = np.exp(-0.5 * (x / sigma) ** 2)
@@ -290,7 +292,7 @@ def gaussian_blur(image: jax.Array, sigma: float, *, truncate: float = 3.0) -> j
     float32 array of the same shape.
   """
   if jnp.ndim(image) not in (2, 3):
-    raise ValueError(f'image must be (H, W) or (H, W, C), got shape {jnp.shape(image)}')
+    raise errors.invalid('image.shape', jnp.shape(image), '(H, W) or (H, W, C)')
   k = jnp.asarray(gaussian_kernel1d(sigma, truncate), jnp.float32)
   x = jnp.asarray(image, jnp.float32)
   squeeze = x.ndim == 2
@@ -331,9 +333,9 @@ def resize_bilinear(image: jax.Array, shape: tuple[int, int]) -> jax.Array:
     float32 (H', W') or (H', W', C).
   """
   if jnp.ndim(image) not in (2, 3):
-    raise ValueError(f'image must be (H, W) or (H, W, C), got shape {jnp.shape(image)}')
+    raise errors.invalid('image.shape', jnp.shape(image), '(H, W) or (H, W, C)')
   if len(shape) != 2 or min(shape) < 1:
-    raise ValueError(f"shape must be (H', W') with positive sizes, got {shape!r}")
+    raise errors.invalid('shape', shape, "(H', W') with positive sizes")
   x = jnp.asarray(image, jnp.float32)
   out_shape = tuple(int(s) for s in shape) + tuple(x.shape[2:])
   return jax.image.resize(x, out_shape, method='linear', antialias=False)

@@ -23,14 +23,16 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from yiplearn import errors
+
 __all__ = ['dice_per_class', 'foreground_dice', 'dice_at_clicks', 'noc', 'reached', 'dice_auc']
 
 
 def _check_pair(pred: jax.Array, gt: jax.Array) -> None:
   if jnp.shape(pred) != jnp.shape(gt):
-    raise ValueError(f'pred shape {jnp.shape(pred)} must equal gt shape {jnp.shape(gt)}')
+    raise errors.invalid('pred.shape', jnp.shape(pred), f'the shape of gt, {jnp.shape(gt)}')
   if jnp.ndim(pred) < 2:
-    raise ValueError(f'pred and gt must be (..., H, W) class maps, got shape {jnp.shape(pred)}')
+    raise errors.invalid('pred.shape', jnp.shape(pred), '(..., H, W) class maps')
 
 
 def _dice(p: jax.Array, g: jax.Array) -> jax.Array:
@@ -53,7 +55,7 @@ def dice_per_class(pred: jax.Array, gt: jax.Array, num_classes: int) -> jax.Arra
   """
   _check_pair(pred, gt)
   if int(num_classes) != num_classes or num_classes < 1:
-    raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
+    raise errors.invalid('num_classes', num_classes, 'a positive integer')
   ks = jnp.arange(int(num_classes))
   p = pred[..., None, :, :] == ks[:, None, None]
   g = gt[..., None, :, :] == ks[:, None, None]
@@ -73,14 +75,14 @@ def foreground_dice(pred: jax.Array, gt: jax.Array, classes: Sequence[int] | int
   _check_pair(pred, gt)
   cls = jnp.atleast_1d(jnp.asarray(classes, jnp.int32))
   if cls.size == 0:
-    raise ValueError('classes must name at least one class, got an empty sequence')
+    raise errors.invalid('classes', list(classes), 'at least one class')
   return _dice(jnp.isin(pred, cls), jnp.isin(gt, cls))
 
 
 def _check_curve(curve: jax.Array) -> jax.Array:
   curve = jnp.asarray(curve)
   if curve.ndim < 1 or curve.shape[-1] < 1:
-    raise ValueError(f'curve must be (..., T) with T >= 1, got shape {curve.shape}')
+    raise errors.invalid('curve.shape', curve.shape, '(..., T) with T >= 1')
   return curve
 
 
@@ -91,7 +93,7 @@ def dice_at_clicks(curve: jax.Array, clicks: Sequence[int]) -> jax.Array:
   idx = [int(c) for c in clicks]
   bad = [c for c in idx if not 1 <= c <= t]
   if bad:
-    raise ValueError(f'clicks must be in [1, T={t}], got {bad}')
+    raise errors.invalid('clicks', bad, f'click counts in [1, T={t}]')
   return curve[..., jnp.asarray(idx, jnp.int32) - 1]
 
 

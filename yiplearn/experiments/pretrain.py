@@ -27,14 +27,17 @@ from absl import logging
 from yiplearn import errors, parallel
 from yiplearn.data import pipeline
 from yiplearn.experiments import interactive_setup, seg_common
-from yiplearn.interactive import evaluation, pretraining
+from yiplearn.interactive import evaluation, pretraining, rules
 from yiplearn.io import checkpoints, loop, tables, writers
 
 
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The core's Adam with step decay from the `optim` section (lr, decay_every, decay_rate)."""
+  """The core's Adam with step decay from the `optim` section (lr, decay_every, decay_rate, schedule)."""
   return pretraining.make_optimizer(
-    float(optim.lr), int(optim.decay_every), float(optim.decay_rate)
+    float(optim.lr),
+    int(optim.decay_every),
+    float(optim.decay_rate),
+    str(optim.get('schedule', rules.defaults(pretraining.make_optimizer)['schedule'])),
   )
 
 

@@ -24,17 +24,42 @@ from yiplearn.interactive import rules, step
 from yiplearn.interactive import sampler as sampler_lib
 from yiplearn.interactive.spec import Loss, SessionSpec
 
-__all__ = ['make_optimizer', 'init_state', 'sample_training_clicks', 'make_train_step']
+__all__ = [
+  'SCHEDULES',
+  'RELEASED_LR_STEPS',
+  'make_optimizer',
+  'init_state',
+  'sample_training_clicks',
+  'make_train_step',
+]
 
 
-def make_optimizer(lr: float, decay_every: int, decay_rate: float) -> optax.GradientTransformation:
-  """Adam with a step decay: lr * decay_rate ** floor(step / decay_every)."""
+SCHEDULES = ('step', 'released')
+# The released code's LambdaLR: lr x 1 / 0.5 / 0.25 / 0.1 / 0.01 from these steps on.
+RELEASED_LR_STEPS = ((45_000, 0.5), (55_000, 0.25), (65_000, 0.1), (75_000, 0.01))
+
+
+def make_optimizer(
+  lr: float, decay_every: int, decay_rate: float, schedule: str = 'step'
+) -> optax.GradientTransformation:
+  """Adam with a step decay.
+
+  ``schedule='step'`` [default]: lr * decay_rate ** floor(step / decay_every). ``'released'``: the
+  authors' piecewise-constant multipliers :data:`RELEASED_LR_STEPS` (decay_every/rate unused).
+  """
   if not lr > 0:
     raise errors.invalid('optim.lr', lr, 'a positive learning rate')
-  schedule = optax.exponential_decay(
+  if schedule not in SCHEDULES:
+    raise errors.invalid('optim.schedule', schedule, f'one of {SCHEDULES}')
+  if schedule == 'released':
+    scales, last = {}, 1.0
+    for boundary, factor in RELEASED_LR_STEPS:  # optax multiplies the scales cumulatively
+      scales[boundary], last = factor / last, factor
+    return optax.adam(optax.piecewise_constant_schedule(lr, scales))
+  decay = optax.exponential_decay(
     lr, transition_steps=max(int(decay_every), 1), decay_rate=float(decay_rate), staircase=True
   )
-  return optax.adam(schedule)
+  return optax.adam(decay)
 
 
 def init_state(

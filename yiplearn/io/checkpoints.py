@@ -15,8 +15,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from yiplearn import errors
 
-class CheckpointError(ValueError):
+
+class CheckpointError(errors.UserError):
   """A checkpoint that cannot be restored into the requested structure."""
 
 
@@ -52,7 +54,7 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3):
     if max_to_keep is not None and max_to_keep < 1:
-      raise ValueError(f'max_to_keep={max_to_keep}: expected a positive integer or None (keep all)')
+      raise errors.invalid('max_to_keep', max_to_keep, 'a positive integer or None (keep all)')
     self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
@@ -84,19 +86,23 @@ class Checkpointer:
   def restore(self, step: int | None, target: Any) -> tuple[Any, dict]:
     """Restores checkpoint `step` (None: the newest) into the structure, shapes and dtypes of `target`.
 
-    Raises FileNotFoundError when there is no checkpoint and CheckpointError when the stored
+    Raises MissingDataError when there is no checkpoint and CheckpointError when the stored
     tree does not match `target` (another architecture, a truncated or corrupt checkpoint).
     """
     if step is None:
       step = self.latest_step()
       if step is None:
-        raise FileNotFoundError(
-          f'no checkpoint in {self.directory}: expected a step directory written by '
-          'Checkpointer.save (run the training experiment first)'
+        raise errors.MissingDataError(
+          errors.message(
+            'checkpoint directory',
+            self.directory,
+            'a step directory written by Checkpointer.save (no checkpoint there: run the '
+            'training experiment first)',
+          )
         )
     elif step not in self._manager.all_steps():
-      raise FileNotFoundError(
-        f'checkpoint step={step} not in {self.directory}; available: {self.all_steps()}'
+      raise errors.MissingDataError(
+        errors.message('checkpoint step', step, f'one of {self.all_steps()} in {self.directory}')
       )
     try:
       restored = self._manager.restore(
@@ -107,9 +113,12 @@ class Checkpointer:
       )
     except Exception as e:  # orbax raises many types for mismatches and corruption
       raise CheckpointError(
-        f'checkpoint {os.path.join(self.directory, str(step))} cannot be restored into the expected '
-        f'structure (another architecture, or a corrupt/truncated checkpoint): {type(e).__name__}: '
-        f'{str(e).splitlines()[0] if str(e) else ""}'
+        errors.message(
+          'checkpoint',
+          os.path.join(self.directory, str(step)),
+          "one with this model's structure (this is of another architecture, or corrupt or "
+          f'truncated: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})',
+        )
       ) from e
     return restored['state'], dict(restored['extra'] or {})
 

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from yiplearn import errors
+
 
 def is_writer() -> bool:
   """Whether this process writes the workdir's files: process 0 (every process computes the same results)."""
@@ -80,21 +82,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """The arrays of an `.npz` file, never unpickling anything (`allow_pickle=False`).
 
-  Raises ValueError naming the file when it holds an object (pickled) array or is not a valid npz.
+  Raises UserError naming the file when it holds an object (pickled) array or is not a valid npz.
   """
   path = os.fspath(path)
   try:
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-    raise ValueError(
-      f'npz file {path!r}: {str(e).splitlines()[0]}; expected plain numeric or string arrays '
-      '(pickled objects are never loaded)'
+    raise errors.invalid(
+      'npz file',
+      path,
+      f'plain numeric or string arrays, not: {str(e).splitlines()[0]} (pickled objects are '
+      'never loaded)',
     ) from None
   except (OSError, EOFError, zipfile.BadZipFile) as e:  # truncated or corrupt
-    raise ValueError(
-      f'npz file {path!r} cannot be read ({type(e).__name__}): expected a complete npz '
-      'written by numpy.savez (delete it to recompute)'
+    raise errors.invalid(
+      'npz file',
+      path,
+      f'a complete npz written by numpy.savez (delete it to recompute; {type(e).__name__})',
     ) from None
 
 

@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from yiplearn import errors
 from yiplearn.io import files
 
 
@@ -93,7 +94,7 @@ def write_table(
 ) -> str:
   """Writes `<stem>.md`, `<stem>.csv` and `<stem>.json` atomically; returns the Markdown text."""
   if not isinstance(rows, (list, tuple)) or any(not isinstance(r, dict) for r in rows):
-    raise ValueError(f'rows={type(rows).__name__}: expected a list of dicts, one per table row')
+    raise errors.invalid('rows', type(rows).__name__, 'a list of dicts, one per table row')
   stem = os.fspath(path_stem)
   md = to_markdown(rows, columns, title, floatfmt)
   if not files.is_writer():  # multi-host: one process writes results
