@@ -8,18 +8,28 @@ mapping back is `yiplearn/experiments/interactive_setup.py`.
 import ml_collections
 
 from yiplearn.interactive import pretraining, rules, spec
+from yiplearn.models.unet import UNet
 
 
 def model(quick: bool, paper: bool = False) -> ml_collections.ConfigDict:
-  """The U-Net: the paper's widths (12, 72, 144, 288) + 576, or small ones for CPU runs."""
+  """The U-Net: the paper's widths (12, 72, 144, 288) + 576, or small ones for CPU runs.
+
+  conv_bias and norm_eps (0 = the U-Net's default) are the released code's options.
+  """
   if paper:
-    return ml_collections.ConfigDict(
-      {'widths': (12, 72, 144, 288), 'bottleneck': 576, 'norm': 'instance'}
-    )
-  if quick:
-    return ml_collections.ConfigDict({'widths': (4, 8), 'bottleneck': 16, 'norm': 'instance'})
+    widths, bottleneck = (12, 72, 144, 288), 576
+  elif quick:
+    widths, bottleneck = (4, 8), 16
+  else:
+    widths, bottleneck = (8, 16, 32, 64), 128
   return ml_collections.ConfigDict(
-    {'widths': (8, 16, 32, 64), 'bottleneck': 128, 'norm': 'instance'}
+    {
+      'widths': widths,
+      'bottleneck': bottleneck,
+      'norm': 'instance',
+      'conv_bias': UNet.conv_bias,
+      'norm_eps': float(UNet.norm_eps or 0.0),
+    }
   )
 
 
@@ -106,7 +116,13 @@ def pretrain(
   c.sampler = ml_collections.ConfigDict({'name': d['sampler'], 'min_area': d['min_area']})
   c.augment = augment()
   c.optim = ml_collections.ConfigDict(
-    {'lr': lr, 'batch_size': batch_size, 'decay_every': max(steps // 3, 1), 'decay_rate': 0.5}
+    {
+      'lr': lr,
+      'batch_size': batch_size,
+      'decay_every': max(steps // 3, 1),
+      'decay_rate': 0.5,
+      'schedule': rules.defaults(pretraining.make_optimizer)['schedule'],
+    }
   )
   c.steps = steps
   c.log_every = max(steps // 20, 1)
@@ -167,3 +183,41 @@ def stage_config(stage: str, pre: ml_collections.ConfigDict, adapt_cfg: ml_colle
   c.pretrain = pre
   c.adapt = adapt_cfg
   return c
+
+
+# The released code's area-halving thresholds (pixels at its 512 x 512 fundus / 256 x 256 brain size).
+RELEASED_MIN_AREA = {3: ((150, 150, 80), 512), 2: ((150, 150), 256)}
+
+
+def released(
+  pre: ml_collections.ConfigDict, adapt_cfg: ml_collections.ConfigDict, size: int
+) -> None:
+  """Sets every option in which the authors' released code differs from the paper (DESIGN.md 1.1).
+
+  Applied by the `:released` argument of the interactive configs, before `stage_config`:
+  (1) CCG: loss.ccg_variant='released' (log(e + K - 1) - p, per H W, +-10 px, sigma 10 // 3);
+  (2) pi.stage1_ccg; (3) pi.fill='released' (T stage-2 clicks); (4) clicks.tie_break='released';
+  (5) sampler.name='released' (min_area scaled from the released resolution to `size`: the same
+  anatomy gets the same clicks), optim.schedule='released' (x1/0.5/0.25/0.1/0.01 at 45k..75k steps),
+  model selection on mean(rim, cup) (fundus) / lesion Dice after 6 clicks; (6) clicks.reverse_classes
+  ([cup, rim, bg] / [fg, bg]) and model.conv_bias, model.norm_eps=1e-5 (its U-Net's parameters).
+  """
+  for c in (pre, adapt_cfg):
+    c.loss.ccg_variant = 'released'
+    c.loss.ccg_sigma = float(10 // 3)
+    c.clicks.tie_break = 'released'
+    c.clicks.reverse_classes = True
+    c.model.conv_bias = True
+    c.model.norm_eps = 1e-5
+  adapt_cfg.pi.stage1_ccg = True
+  adapt_cfg.pi.fill = 'released'
+  adapt_cfg.pi.clicks = 0  # T, the released num_correction_clicks = 10 with T = 10
+  k = int(pre.num_classes)
+  areas, ref = RELEASED_MIN_AREA.get(k, ((150,) * k, 256))
+  min_area = tuple(max(1, round(a * (size / ref) ** 2)) for a in areas)  # one per class
+  pre.sampler = ml_collections.ConfigDict({'name': 'released', 'min_area': min_area})
+  pre.optim.schedule = 'released'
+  pre.eval_clicks = 6
+  if k == 3:
+    pre.report = {'rim': [1], 'cup': [2]}
+  pre.select_metric = 'dice@6'  # the mean over pre.report's entries after 6 clicks
