@@ -7,7 +7,8 @@ Pre-trains the click model on the `source` camera, then adapts online on shifted
 Run:
   python -m launch.run --config configs/interactive_fundus.py --workdir runs/fundus
   python -m launch.run --config configs/interactive_fundus.py:quick --workdir /tmp/fundus_quick
-  args: quick, stage=all|pretrain|adapt, size=, steps=, n=, targets=camera_b;pathology, paper_model
+  args: quick, stage=all|pretrain|adapt, size=, steps=, n=, targets=camera_b;pathology, paper_model,
+  released (the authors' released code instead of the paper's text: interactive_common.released)
 
 Writes: pretrain/ (checkpoints, best/, metrics, results/pretrain_val.*), results/interactive_*.{md,csv,json}
 (disc and cup Dice@1/5/10, NoC@80/85/90, AUC per target and method), per_click.jsonl, plots/.
@@ -54,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     n_test=40,
     targets=TARGETS,
     paper_model=False,
+    released=False,
   )
   common.check_choice('stage', a.stage, ('all', 'pretrain', 'adapt'))
   for t in a.targets:
@@ -72,4 +74,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   targets = {t: _data(t, 'test', size, n, n_test, a.quick) for t in a.targets}
   adapt = ic.adapt(targets, num_classes=3, report=report, quick=a.quick, lr=1e-4)
+  if a.released:
+    ic.released(pre, adapt, size)
   return ic.stage_config(a.stage, pre, adapt)

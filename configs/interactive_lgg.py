@@ -12,6 +12,7 @@ Run (stage=all pre-trains into <workdir>/pretrain, then adapts every method on e
   python -m launch.run --config configs/interactive_lgg.py:shift=site --workdir runs/lgg_site
   python -m launch.run --config configs/interactive_lgg.py:quick --workdir /tmp/lgg_quick   (CPU smoke run)
   stage=pretrain or stage=adapt (with --config.checkpoint_dir=...) run one half.
+  `released` runs the authors' released code instead of the paper's text (interactive_common.released).
 
 Data: `../shared/data/lgg_kaggle_3m` beside the checkout, or `--config.data.manual_dir=/path/to/kaggle_3m`
 (the Kaggle "LGG Segmentation Dataset", https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation).
@@ -57,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     size=128,
     steps=1500,
     paper_model=False,
+    released=False,
     control=True,
   )
   common.check_choice('shift', a.shift, ('modality', 'site'))
@@ -85,4 +87,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   adapt = ic.adapt(
     targets, num_classes=2, report={'lesion': [1]}, quick=a.quick, lr=5e-5, methods=methods
   )
+  if a.released:
+    ic.released(pre, adapt, size)
   return ic.stage_config(a.stage, pre, adapt)

@@ -8,6 +8,7 @@
 Run (manual_dir = where you unpacked the official archive; files are found by name):
   python -m launch.run --config configs/interactive_real_fundus.py:dataset=rimone_dl,manual_dir=/data/RIM-ONE_DL --workdir runs/rimone
   python -m launch.run --config configs/interactive_real_fundus.py:dataset=drishti_gs1,manual_dir=/data/Drishti-GS1 --workdir runs/drishti
+  add `released` for the authors' released code instead of the paper's text (interactive_common.released).
   add `quick` for a CPU smoke run. A missing or wrongly laid-out directory fails with a message that
   says what to download and where to put it.
 
@@ -54,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     size=256,
     steps=2000,
     paper_model=False,
+    released=False,
   )
   common.check_choice('dataset', a.dataset, ('rimone_dl', 'drishti_gs1'))
   common.check_choice('stage', a.stage, ('all', 'pretrain', 'adapt'))
@@ -83,4 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     source, num_classes=3, report=report, quick=a.quick, steps=steps, paper_model=a.paper_model
   )
   adapt = ic.adapt(targets, num_classes=3, report=report, quick=a.quick, lr=1e-4)
+  if a.released:
+    ic.released(pre, adapt, size)
   return ic.stage_config(a.stage, pre, adapt)
