@@ -294,7 +294,7 @@ CASES = [
     'unknown_dataset',
     lambda p: registry.builder_class('nope'),
     ValueError,
-    "unknown dataset name 'nope'; expected one of",
+    "data.name='nope': expected one of",
   ),
   # Merging.
   (
@@ -325,13 +325,13 @@ CASES = [
     'empty_stream',
     lambda p: streams.make_stream('iid', np.zeros((0, H, W, 1)), np.zeros(0, int), batch_size=2),
     ValueError,
-    'images is empty; expected at least one example in the stream',
+    'len(images)=0: expected at least one example in the stream',
   ),
   (
     'stream_batch_zero',
     lambda p: streams.make_stream('iid', np.zeros((2, H, W, 1)), np.zeros(2, int), batch_size=0),
     ValueError,
-    'batch_size=0; expected an int >= 1',
+    'batch_size=0: expected an int >= 1',
   ),
   # Checkpoints and saved results.
   (

@@ -62,5 +62,5 @@ def test_lgg_filters_and_errors():
     prepare.prepare_segmentation(a, channels=[5])
   with pytest.raises(ValueError, match="normalize='x'"):
     prepare.normalize(a['image'], 'x')
-  with pytest.raises(ValueError, match='mask has class 1'):
+  with pytest.raises(ValueError, match='mask class=1: expected classes in'):
     prepare.prepare_segmentation(a, num_classes=1)

@@ -38,12 +38,12 @@ def test_builder_classes_resolve(name):
 
 
 def test_unknown_name_lists_valid_names(data_dir):
-  with pytest.raises(ValueError, match=r"unknown dataset name 'fundus'.*synthetic_fundus"):
+  with pytest.raises(ValueError, match=r"data.name='fundus': expected one of.*synthetic_fundus"):
     registry.load_source('fundus', 'train', data_dir=data_dir)
 
 
 def test_unknown_key_and_bad_value(data_dir):
-  with pytest.raises(ValueError, match=r"unknown config key 'sz'.*image_size"):
+  with pytest.raises(ValueError, match=r"synthetic_fundus config key='sz': expected a key of this builder.*image_size"):
     registry.get_builder('synthetic_fundus', data_dir=data_dir, sz=32)
   with pytest.raises(ValueError, match=r"'domain'.*'mars'.*camera_b"):
     registry.get_builder('synthetic_fundus', data_dir=data_dir, domain='mars')
@@ -51,7 +51,7 @@ def test_unknown_key_and_bad_value(data_dir):
 
 
 def test_unknown_split_lists_available(data_dir):
-  with pytest.raises(ValueError, match=r"unknown split 'validation'.*\['test', 'train'\]"):
+  with pytest.raises(ValueError, match=r"synthetic_fundus split='validation': expected one of \['test', 'train'\]"):
     registry.load_source('synthetic_fundus', 'validation', data_dir=data_dir, **KW)
 
 
@@ -141,5 +141,5 @@ def test_all_and_union_splits_are_accepted(tmp_path):
   kw = dict(data_dir=tmp_path, domain='source', image_size=16, num_train=3, num_test=2)
   assert len(registry.load_source('synthetic_fundus', 'all', **kw)) == 5
   assert len(registry.load_source('synthetic_fundus', 'train+test[:1]', **kw)) == 4
-  with pytest.raises(ValueError, match=r"unknown split 'train\+valid'"):
+  with pytest.raises(ValueError, match=r"split='train\+valid': expected one of"):
     registry.load_source('synthetic_fundus', 'train+valid', **kw)

@@ -102,5 +102,5 @@ def test_make_config():
   assert rd.RotatedDigits.make_config().name == 'rot0-s28'
   with pytest.raises(ValueError, match=r"'angle'.*20.*\[0, 15, 30, 45, 60, 75\]"):
     rd.RotatedDigits.make_config(angle=20)
-  with pytest.raises(ValueError, match=r"unknown config key 'domain'"):
+  with pytest.raises(ValueError, match=r"config key='domain': expected a key of this builder"):
     rd.RotatedDigits.make_config(domain='rot30')

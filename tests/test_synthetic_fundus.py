@@ -163,5 +163,5 @@ def test_make_config_validation_and_names():
     sf.SyntheticFundus.make_config(image_size=8)
   with pytest.raises(ValueError, match=r"'num_train'.*0"):
     sf.SyntheticFundus.make_config(num_train=0)
-  with pytest.raises(ValueError, match=r"unknown config key 'size'.*valid keys"):
+  with pytest.raises(ValueError, match=r"config key='size': expected a key of this builder, one of"):
     sf.SyntheticFundus.make_config(size=32)

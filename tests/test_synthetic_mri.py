@@ -156,5 +156,5 @@ def test_make_config():
   )
   with pytest.raises(ValueError, match=r"'domain'.*'site_z'.*site_a"):
     sm.SyntheticMri.make_config(domain='site_z')
-  with pytest.raises(ValueError, match=r"unknown config key 'angle'"):
+  with pytest.raises(ValueError, match=r"config key='angle': expected a key of this builder"):
     sm.SyntheticMri.make_config(angle=3)

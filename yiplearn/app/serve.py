@@ -37,6 +37,16 @@ __all__ = ['run', 'build', 'LOCAL_HOSTS']
 LOCAL_HOSTS = ('127.0.0.1', 'localhost', '::1')
 
 
+def host_warning(host: str) -> str | None:
+  """The warning printed when the app is served beyond this machine (None for a loopback host)."""
+  if host in LOCAL_HOSTS:
+    return None
+  return (
+    f'warning: host={host!r} serves the app (no authentication) to every machine that reaches it; '
+    'the default 127.0.0.1 with an SSH tunnel is safer'
+  )
+
+
 def enable_compilation_cache(path: str) -> None:
   """JAX's persistent compilation cache in ``path`` for every compilation of this process."""
   os.makedirs(path, exist_ok=True)
@@ -168,13 +178,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   resumed = ann.resume()
   logging.info('resumed %s', resumed)
   host, port = str(config.host), int(config.port)
-  if host not in LOCAL_HOSTS:
-    print(
-      f'warning: host={host!r} serves the app (no authentication) to every machine that reaches it; '
-      'the default 127.0.0.1 with an SSH tunnel is safer',
-      file=sys.stderr,
-      flush=True,
-    )
+  if (warning := host_warning(host)) is not None:
+    print(warning, file=sys.stderr, flush=True)
   family = socket.AF_INET6 if ':' in host else socket.AF_INET
   sock = socket.socket(family, socket.SOCK_STREAM)
   sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -23,15 +23,17 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from yiplearn import errors
+
 
 def _check_prob(name: str, p: float) -> None:
   if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-    raise ValueError(f'{name}: expected a probability in [0, 1], got {p!r}')
+    raise errors.invalid(name, p, 'a probability in [0, 1]')
 
 
 def _check_range(name: str, r: tuple[float, float], lo: float) -> None:
   if not (isinstance(r, (tuple, list)) and len(r) == 2 and lo <= r[0] <= r[1]):
-    raise ValueError(f'{name}: expected a pair (min, max) with {lo} <= min <= max, got {r!r}')
+    raise errors.invalid(name, r, f'a pair (min, max) with {lo} <= min <= max')
 
 
 def warp(
@@ -121,18 +123,18 @@ class SegAugment:
     for name in ('max_rotate', 'max_translate', 'brightness', 'noise_std'):
       v = getattr(self, name)
       if not (isinstance(v, (int, float)) and v >= 0):
-        raise ValueError(f'{name}: expected a non-negative number, got {v!r}')
+        raise errors.invalid(name, v, 'a non-negative number')
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     if self.image_key not in record:
-      raise ValueError(f'record: expected a field {self.image_key!r}, got fields {sorted(record)}')
+      raise errors.invalid('record fields', sorted(record), f'a field {self.image_key!r}')
     out = dict(record)
     image = np.asarray(record[self.image_key])
     has_mask = self.mask_key is not None and self.mask_key in record
     mask = np.asarray(record[self.mask_key]) if has_mask else None
     if mask is not None and mask.shape != image.shape[:2]:
-      raise ValueError(
-        f'record[{self.mask_key!r}]: expected shape {image.shape[:2]}, got {mask.shape}'
+      raise errors.invalid(
+        f'record[{self.mask_key!r}].shape', mask.shape, f"the image's {image.shape[:2]}"
       )
 
     # 1. Exact geometry.

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from yiplearn import errors
+
 VERSION = tfds.core.Version('1.0.0')
 
 # Split indices folded into per-example rngs (keep stable: changing them changes the data).
@@ -95,9 +97,8 @@ def validate_kwargs(
   """
   for key in kwargs:
     if key not in spec:
-      raise ValueError(
-        f'{builder_name}: unknown config key {key!r} (value {kwargs[key]!r}); '
-        f'valid keys are {sorted(spec)}'
+      raise errors.invalid(
+        f'{builder_name} config key', key, f'a key of this builder, one of {sorted(spec)}'
       )
   out: dict[str, Any] = {}
   for key, p in spec.items():
@@ -108,9 +109,7 @@ def validate_kwargs(
     except (TypeError, ValueError):
       ok = False
     if not ok:
-      raise ValueError(
-        f'{builder_name}: bad value for config key {key!r}: {raw!r}; expected {p.expected}'
-      )
+      raise errors.invalid(f'{builder_name}.{key}', raw, p.expected)
     out[key] = value
   return out
 

@@ -205,5 +205,5 @@ def read_image(path: PathLike, mode: str | None = None) -> np.ndarray:
   if arr.dtype == np.bool_:
     arr = arr.astype(np.uint8) * 255
   if arr.dtype != np.uint8:
-    raise ValueError(f'image {str(path)!r} has dtype {arr.dtype}; expected 8-bit (uint8) pixels')
+    raise errors.invalid(f'image {str(path)!r} dtype', arr.dtype, '8-bit (uint8) pixels')
   return arr

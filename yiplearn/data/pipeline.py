@@ -23,6 +23,7 @@ import grain
 import jax
 import numpy as np
 
+from yiplearn import errors
 from yiplearn.data.registry import stack_records
 
 Record = dict[str, Any]
@@ -34,11 +35,11 @@ class ArraySource:
 
   def __init__(self, arrays: Mapping[str, Any]):
     if not isinstance(arrays, Mapping) or not arrays:
-      raise ValueError(f'arrays: expected a non-empty dict of arrays, got {type(arrays).__name__}')
+      raise errors.invalid('arrays', type(arrays).__name__, 'a non-empty dict of arrays')
     self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
     lengths = {k: (v.shape[0] if v.ndim else None) for k, v in self._arrays.items()}
     if len(set(lengths.values())) != 1 or None in lengths.values():
-      raise ValueError(f'arrays: expected equal leading dimensions, got {lengths}')
+      raise errors.invalid('arrays lengths', lengths, 'equal leading dimensions')
     self._n = next(iter(lengths.values()))
 
   def __len__(self) -> int:
@@ -90,7 +91,7 @@ class Loader:
     ds = self.dataset
     if start:
       if start < 0:
-        raise ValueError(f'start: expected a non-negative batch index, got {start}')
+        raise errors.invalid('start', start, 'a non-negative batch index')
       ds = ds[start:]
     opts = grain.ReadOptions(
       num_threads=self._num_threads, prefetch_buffer_size=4 * max(self._num_threads, 1)
@@ -103,7 +104,7 @@ def _check_int(name: str, value: Any, lo: int, allow_none: bool = False) -> None
     return
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo:
     extra = ' or None' if allow_none else ''
-    raise ValueError(f'{name}: expected an integer >= {lo}{extra}, got {value!r}')
+    raise errors.invalid(name, value, f'an integer >= {lo}{extra}')
 
 
 def make_loader(
@@ -143,30 +144,30 @@ def make_loader(
     (strings as numpy unicode arrays).
   """
   if not hasattr(source, '__len__') or not hasattr(source, '__getitem__'):
-    raise ValueError(
-      f'source: expected a random-access source with __len__ and __getitem__, got {type(source).__name__}'
+    raise errors.invalid(
+      'source', type(source).__name__, 'a random-access source with __len__ and __getitem__'
     )
   _check_int('batch_size', batch_size, 1)
   _check_int('seed', seed, 0)
   if seed >= 2**32:
-    raise ValueError(f'seed: expected an integer in [0, 2**32), got {seed}')
+    raise errors.invalid('seed', seed, 'an integer in [0, 2**32)')
   _check_int('num_epochs', num_epochs, 1, allow_none=True)
   _check_int('num_threads', num_threads, 0)
   if transform is not None and not callable(transform):
-    raise ValueError(f'transform: expected a callable(record, rng) -> record, got {transform!r}')
+    raise errors.invalid('transform', transform, 'a callable(record, rng) -> record')
   n = len(source)
   if n == 0:
-    raise ValueError('source: expected a non-empty source, got one of length 0')
+    raise errors.invalid('len(source)', 0, 'a non-empty source')
 
   nproc, pid = jax.process_count(), jax.process_index()
   if process_rows:
     if batch_size % nproc:
-      raise ValueError(
-        f'batch_size={batch_size}: expected a multiple of the {nproc} processes (process_rows)'
+      raise errors.invalid(
+        'batch_size', batch_size, f'a multiple of the {nproc} processes (process_rows)'
       )
     if not drop_remainder and num_epochs is not None:
-      raise ValueError(
-        'process_rows: expected drop_remainder=True or num_epochs=None (equal blocks per process)'
+      raise errors.invalid(
+        'process_rows', True, 'drop_remainder=True or num_epochs=None (equal blocks per process)'
       )
     shard_by_process = False
   ds = grain.MapDataset.range(n)
@@ -174,7 +175,9 @@ def make_loader(
     ds = ds[jax.process_index() :: jax.process_count()]
   per_epoch = len(ds)
   if per_epoch == 0:
-    raise ValueError(f'source: {n} records cannot be sharded over {jax.process_count()} processes')
+    raise errors.invalid(
+      'len(source)', n, f'at least one record per process ({jax.process_count()})'
+    )
   if shuffle:
     ds = ds.shuffle(seed=int(seed))
   ds = ds.repeat(num_epochs)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from yiplearn import errors
+
 NORMALIZATIONS = ('unit', 'zscore')
 LGG_CHANNELS = {'pre': 0, 't1': 0, 'flair': 1, 'post': 2, 't1c': 2}
 
@@ -45,7 +47,7 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 def normalize(images: np.ndarray, mode: str) -> np.ndarray:
   """uint8 (N,H,W,C) -> float32 in [0,1] (`unit`) or per-image, per-channel z-scores (`zscore`)."""
   if mode not in NORMALIZATIONS:
-    raise ValueError(f'normalize={mode!r}: expected one of {NORMALIZATIONS}')
+    raise errors.invalid('normalize', mode, f'one of {NORMALIZATIONS}')
   x = images.astype(np.float32) / 255.0
   if mode == 'unit':
     return x
@@ -66,30 +68,30 @@ def prepare_segmentation(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Returns (images float32 (N,S,S,C'), masks int32 (N,S,S)) ready for the click models."""
   if 'image' not in arrays or 'mask' not in arrays:
-    raise ValueError(
-      f"arrays has keys {sorted(arrays)}: expected 'image' and 'mask' (a segmentation dataset)"
+    raise errors.invalid(
+      'arrays keys', sorted(arrays), "'image' and 'mask' (a segmentation dataset)"
     )
   images, masks = np.asarray(arrays['image']), np.asarray(arrays['mask'])
   if images.ndim != 4 or images.dtype != np.uint8:
-    raise ValueError(f'image: shape {images.shape} dtype {images.dtype}; expected uint8 (N,H,W,C)')
+    raise errors.invalid('image', f'{images.dtype} {images.shape}', 'uint8 (N, H, W, C)')
   if channels is not None:
     channels = list(channels)
     bad = [c for c in channels if not 0 <= c < images.shape[-1]]
     if bad:
-      raise ValueError(f'channels={channels}: expected indices in [0, {images.shape[-1]})')
+      raise errors.invalid('channels', channels, f'indices in [0, {images.shape[-1]})')
     images = images[..., channels]
   if image_size:
     images, masks = resize_images(images, int(image_size)), resize_masks(masks, int(image_size))
   masks = masks.astype(np.int32)
   if num_classes is not None and masks.size and masks.max() >= num_classes:
-    raise ValueError(f'mask has class {int(masks.max())}: expected classes in [0, {num_classes})')
+    raise errors.invalid('mask class', int(masks.max()), f'classes in [0, {num_classes})')
   return normalize(images, norm), masks
 
 
 def lgg_channel(name: str) -> int:
   """Index of an LGG sequence by name (pre|t1, flair, post|t1c)."""
   if name not in LGG_CHANNELS:
-    raise ValueError(f'sequence={name!r}: expected one of {sorted(LGG_CHANNELS)}')
+    raise errors.invalid('sequence', name, f'one of {sorted(LGG_CHANNELS)}')
   return LGG_CHANNELS[name]
 
 

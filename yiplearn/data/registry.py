@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from yiplearn import errors
 from yiplearn.data.base import file_lock
 
 tfds.disable_progress_bar()
@@ -47,7 +48,7 @@ def builder_class(name: str) -> type:
     ValueError: if `name` is not registered (the message lists the valid names).
   """
   if name not in _BUILDERS:
-    raise ValueError(f'unknown dataset name {name!r}; expected one of {builder_names()}')
+    raise errors.invalid('data.name', name, f'one of {builder_names()}')
   module_name, cls_name = _BUILDERS[name].split(':')
   return getattr(importlib.import_module(module_name), cls_name)
 
@@ -155,9 +156,8 @@ def _check_split(builder: tfds.core.DatasetBuilder, name: str, split: str) -> No
   for part in str(split).split('+'):
     base = part.split('[', 1)[0].strip()
     if base != 'all' and base not in available:
-      raise ValueError(
-        f'unknown split {split!r} for dataset {name!r}; available splits: '
-        f"{available} (or 'all', or unions like 'train+test')"
+      raise errors.invalid(
+        f'{name} split', split, f"one of {available}, 'all', or unions like 'train+test'"
       )
 
 

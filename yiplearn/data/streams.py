@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from yiplearn import checks
+from yiplearn import checks, errors
 
 KINDS = ('iid', 'dirichlet', 'mixed', 'continual')
 
@@ -36,13 +36,13 @@ def dirichlet_order(
 ) -> np.ndarray:
   """Label-shifted order of indices 0..len(labels)-1 (see the module docstring)."""
   if alpha <= 0:
-    raise ValueError(f'alpha={alpha}; expected > 0')
+    raise errors.invalid('alpha', alpha, '> 0')
   labels = np.asarray(labels)
   classes = np.unique(labels)
   if num_slots is None:
     num_slots = max(1, min(len(labels), 10 * len(classes)))
   if num_slots < 1:
-    raise ValueError(f'num_slots={num_slots}; expected >= 1')
+    raise errors.invalid('num_slots', num_slots, '>= 1')
   slots: list[list[np.ndarray]] = [[] for _ in range(num_slots)]
   for c in classes:
     idx = rng.permutation(np.flatnonzero(labels == c))
@@ -72,12 +72,13 @@ def continual_order(
   names = list(domain_order) if domain_order is not None else sorted(set(domains.tolist()))
   missing = [d for d in names if d not in set(domains.tolist())]
   if missing:
-    raise ValueError(
-      f'domain_order={names}; domains {missing} have no examples '
-      f'(present: {sorted(set(domains.tolist()))})'
+    raise errors.invalid(
+      'domain_order',
+      names,
+      f'domains with examples, one of {sorted(set(domains.tolist()))} ({missing} have none)',
     )
   if within not in ('iid', 'dirichlet'):
-    raise ValueError(f"within={within!r}; expected 'iid' or 'dirichlet'")
+    raise errors.invalid('within', within, "'iid' or 'dirichlet'")
   out = []
   for d in names:
     idx = np.flatnonzero(domains == d)
@@ -131,21 +132,20 @@ def make_stream(
       'mixed' stream with fewer than two domains.
   """
   if kind not in KINDS:
-    raise ValueError(f'kind={kind!r}; expected one of {KINDS}')
+    raise errors.invalid('kind', kind, f'one of {KINDS}')
   if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f'batch_size={batch_size!r}; expected an int >= 1')
+    raise errors.invalid('batch_size', batch_size, 'an int >= 1')
   images, labels = np.asarray(images), np.asarray(labels)
   n = len(images)
   if n == 0:
-    raise ValueError('images is empty; expected at least one example in the stream')
+    raise errors.invalid('len(images)', 0, 'at least one example in the stream')
   checks.image_batch('images', images)  # NaN/Inf pixels are refused before any jitted update
   if domains is None:
     domains = np.full((n,), 'target')
   domains = np.asarray(domains).astype(str)
   if len(labels) != n or len(domains) != n:
-    raise ValueError(
-      f'len(images)={n}, len(labels)={len(labels)}, len(domains)={len(domains)}; '
-      'expected equal lengths'
+    raise errors.invalid(
+      'len(labels), len(domains)', (len(labels), len(domains)), f'len(images) = {n} each'
     )
   rng = np.random.default_rng(seed)
   if kind == 'iid':
@@ -154,8 +154,8 @@ def make_stream(
     order = dirichlet_order(labels, alpha, rng, num_slots)
   elif kind == 'mixed':
     if len(set(domains.tolist())) < 2:
-      raise ValueError(
-        f'domains={sorted(set(domains.tolist()))}; a mixed stream expects >= 2 domains'
+      raise errors.invalid(
+        'domains', sorted(set(domains.tolist())), 'at least 2 domains for a mixed stream'
       )
     order = iid_order(n, rng)
   else:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from yiplearn import errors
 from yiplearn.data import base, manual
 
 DOMAINS: tuple[str, ...] = ('source', 'camera_b', 'camera_c', 'noisy', 'pathology')
@@ -175,17 +176,13 @@ def apply_domain(image: np.ndarray, domain: str, rng: np.random.Generator) -> np
     img = mean + rng.uniform(0.5, 0.65) * (img - mean)
     img = img + rng.normal(0.0, rng.uniform(0.06, 0.09), img.shape)
     return np.clip(img, 0.0, 1.0)
-  raise ValueError(
-    f'domain: unknown synthetic_fundus domain {domain!r}; expected one of {list(DOMAINS)}'
-  )
+  raise errors.invalid('synthetic_fundus.domain', domain, f'one of {list(DOMAINS)}')
 
 
 def make_example(seed: int, domain: str, split: str, index: int, image_size: int) -> dict[str, Any]:
   """One record, determined by (seed, domain, split, index) and the size only."""
   if domain not in DOMAINS:
-    raise ValueError(
-      f'domain: unknown synthetic_fundus domain {domain!r}; expected one of {list(DOMAINS)}'
-    )
+    raise errors.invalid('synthetic_fundus.domain', domain, f'one of {list(DOMAINS)}')
   rng = base.example_rng(seed, DOMAINS.index(domain), base.SPLIT_INDEX[split], index)
   cdr_range = GLAUCOMA_CDR if domain == 'pathology' else NORMAL_CDR
   img, mask, cdr = render_anatomy(rng, image_size, cdr_range)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from yiplearn import errors
 from yiplearn.data import base, manual
 
 DOMAINS: tuple[str, ...] = ('site_a', 'site_b', 'site_c', 'site_d')
@@ -159,17 +160,13 @@ def apply_domain(image: np.ndarray, domain: str, rng: np.random.Generator) -> np
     sigma = rng.uniform(1.0, 1.4) * size / 96
     img = ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0))
     return _rician(rng, img, 0.012)
-  raise ValueError(
-    f'domain: unknown synthetic_mri domain {domain!r}; expected one of {list(DOMAINS)}'
-  )
+  raise errors.invalid('synthetic_mri.domain', domain, f'one of {list(DOMAINS)}')
 
 
 def make_example(seed: int, domain: str, split: str, index: int, image_size: int) -> dict[str, Any]:
   """One record, determined by (seed, domain, split, index) and the size only."""
   if domain not in DOMAINS:
-    raise ValueError(
-      f'domain: unknown synthetic_mri domain {domain!r}; expected one of {list(DOMAINS)}'
-    )
+    raise errors.invalid('synthetic_mri.domain', domain, f'one of {list(DOMAINS)}')
   rng = base.example_rng(seed, DOMAINS.index(domain), base.SPLIT_INDEX[split], index)
   img, mask, _ = render_anatomy(rng, image_size)
   img = apply_domain(img, domain, rng)
