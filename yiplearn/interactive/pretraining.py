@@ -153,7 +153,7 @@ def make_train_step(
     if sampler == 'paper':
       ns = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 1, T + 1))(keys)
     else:
-      n = jax.random.randint(jax.random.fold_in(step_key, -1), (), 1, T + 1)
+      n = jax.random.randint(jax.random.fold_in(step_key, 2**31 - 1), (), 1, T + 1)
       ns = jnp.full((images.shape[0],), n)
     sample = lambda k, im, gt, n: sample_training_clicks(
       k, state.params, apply_fn, im, gt, spec, n, sampler=sampler, min_area=min_area
