@@ -4,11 +4,14 @@ DESIGN.md 1.1 lists every difference from the paper's text; each is pinned here 
 worked out by hand from the released code:
 
 1. CCG: the swapped CrossEntropyLoss value log(e + K - 1) - p[P], per H W, 21 x 21 window.
-3. Post-Interaction stage 2 always feeds T clicks (filler).
+2. Post-Interaction stage 1 with beta CCG on click 1 (tests/test_rules.py::
+   test_pi_stage2_clicks_in_error_regions_and_stage1_ccg).
+3. Post-Interaction stage 2 always feeds T clicks (filler), so it always steps.
 4. Ties between equal-size error components go to the later error type / component.
-5. Pre-training click sampler.
+5. Pre-training: click sampler, one click count per batch, learning-rate steps, selection at 6 clicks.
 6. Guidance channels ordered [cup, rim, bg] / [fg, bg]. (Conv biases before InstanceNorm with eps
    1e-5: tests/test_unet.py::test_released_conv_bias_and_instance_norm_eps.)
+And the one switch, the `released` config argument, sets every option and each reaches the core.
 """
 
 from __future__ import annotations
@@ -18,10 +21,15 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from toys import toy_apply, toy_params
 
+from configs import interactive_fundus, interactive_lgg
 from yiplearn import clicks as clicks_lib
-from yiplearn import losses
-from yiplearn.interactive import sampler, user
+from yiplearn import losses, optim
+from yiplearn.experiments import interactive_setup, pretrain, seg_common
+from yiplearn.interactive import pretraining, rules, sampler, step, user
+from yiplearn.interactive.spec import SessionSpec
 
 KEY = jax.random.PRNGKey(0)
 
@@ -110,6 +118,30 @@ def test_stage2_filler_without_errors_is_t_background_clicks_at_the_origin():
   c = user.simulate_clicks(KEY, target, target, 3, 5, fill='released')
   assert np.asarray(c.valid).all() and not np.asarray(c.coords).any()
   assert not np.asarray(c.labels).any()
+
+
+def test_pi_stage2_steps_on_t_origin_clicks_when_stage1_is_already_right():
+  spec = SessionSpec(num_classes=2, num_clicks=3)
+  env = step.Env(toy_apply, rules.make_optimizer(1e-3), spec)
+  params = toy_params(3, seed=3)
+  img = jnp.asarray(np.random.default_rng(0).normal(size=(12, 12, 1)), jnp.float32)
+  c = clicks_lib.from_lists([[6, 6]], [1], 3)
+  p1 = jnp.argmax(toy_apply(params, step.build_input(spec, img, c)[None])[0], -1).astype(jnp.int32)
+  state = rules.init_state(rules.pi(), params, env.tx)
+  view = step.start(rules.frozen(), env, state, img, c.coords[0], 1, True, KEY)[1]
+  view = view._replace(pred=p1)  # P_final = P_1: no error component
+  run = lambda rule: jax.jit(lambda s, v: rule.finish(s.rule, s.train, v, env, None))(state, view)  # noqa: E731
+  assert int(run(rules.pi())[1].step) == 1  # the paper: stage 2 has no click and is skipped
+  _, train, pl = run(rules.pi(pi_fill='released'))
+  assert int(train.step) == 2  # the released code: T background clicks at (0, 0)
+  origin = clicks_lib.Clicks(
+    jnp.zeros((3, 2), jnp.int32), jnp.zeros(3, jnp.int32), jnp.ones(3, bool)
+  )
+  # Stage 2's loss: DiceFocal + beta CCG on the three origin clicks, from the stage-1 weights.
+  s1 = jax.jit(lambda s, v: rules.pi().finish(s.rule, s.train, v, env, None))(state, view)[1]
+  lg = toy_apply(s1.params, step.build_input(spec, img, origin, p1)[None])[0]
+  want = losses.dice_focal(lg, p1, 2) + 200.0 * losses.ccg_loss(lg, p1, origin)
+  np.testing.assert_allclose(float(pl[1]), float(want), rtol=1e-5)
 
 
 # 4. Tie-break ---------------------------------------------------------------------------------
@@ -279,3 +311,69 @@ def test_guidance_channels_are_cup_rim_background():
   b = clicks_lib.from_lists([[2, 2], [8, 8]], [1, 0], 2)  # brain: [fg, bg]
   y = np.asarray(clicks_lib.guidance_maps(b, (16, 16), 2, sigma=2.0, reverse_classes=True))
   assert y[2, 2, 0] == 1.0 and y[8, 8, 1] == 1.0
+
+
+# 5. Pre-training: learning rate, one click count per batch, model selection ------------------
+
+
+def test_released_learning_rate_steps():
+  tx = pretraining.make_optimizer(5e-4, 1, 1.0, 'released')
+  p = {'w': jnp.zeros(())}
+  st = tx.init(p)
+
+  def update_at(count):  # Adam's step for a constant gradient, at update number `count`
+    s = optax.tree_utils.tree_set(st, count=jnp.asarray(count, jnp.int32))
+    return float(tx.update({'w': jnp.ones(())}, s, p)[0]['w'])
+
+  steps = [20_000, 44_999, 45_000, 54_999, 55_000, 64_999, 65_000, 74_999, 75_000, 90_000]
+  ratios = [update_at(s) / update_at(20_000) for s in steps]
+  np.testing.assert_allclose(ratios, [1, 1, 0.5, 0.5, 0.25, 0.25, 0.1, 0.1, 0.01, 0.01], rtol=1e-5)
+
+
+def test_released_pretraining_draws_one_click_count_per_batch():
+  spec = SessionSpec(num_classes=2, num_clicks=4)
+  params = toy_params(3, seed=1)
+  tx = pretraining.make_optimizer(1e-3, 100, 0.5)
+  state = optim.init_train_state(params, tx)
+  gt = np.zeros((6, 12, 12), np.int32)
+  for i in range(6):
+    gt[i, 2 + i : 7 + i, 3:9] = 1
+  images = jnp.asarray(gt[..., None] * 0.7, jnp.float32)
+  train = pretraining.make_train_step(toy_apply, tx, spec, sampler='released', min_area=4)
+  counts = []
+  for _ in range(4):
+    state, m = train(state, images, jnp.asarray(gt), KEY)
+    counts.append(float(m['clicks']))
+  assert all(c == int(c) and 1 <= c <= 4 for c in counts), counts  # every sample has n clicks
+
+
+def test_released_switch_sets_every_option_and_reaches_the_core():
+  c = interactive_fundus.get_config('quick,released')
+  pre, adapt = c.pretrain, c.adapt
+  for part in (pre, adapt):
+    spec = interactive_setup.spec_from_config(part)
+    assert (spec.tie_break, spec.reverse_classes) == ('released', True)
+    loss = interactive_setup.loss_from_config(part)
+    assert (loss.ccg_variant, loss.ccg_sigma) == ('released', 3.0)
+    unet = seg_common.make_unet(part.model, 3)
+    assert unet.conv_bias and unet.norm_eps == 1e-5
+  assert (adapt.pi.stage1_ccg, adapt.pi.fill, adapt.pi.clicks) == (True, 'released', 0)
+  assert interactive_setup.sampler_from_config(pre) == {
+    'sampler': 'released',
+    'min_area': (1, 1, 1),
+  }
+  assert pre.optim.schedule == 'released'
+  assert (pre.eval_clicks, pre.select_metric, dict(pre.report)) == (
+    6,
+    'dice@6',
+    {'rim': [1], 'cup': [2]},
+  )  # mean(rim, cup) Dice after 6 clicks
+  pretrain.validate(pre)
+  full = interactive_fundus.get_config('released,size=128')
+  assert tuple(full.pretrain.sampler.min_area) == (9, 9, 5)  # 150, 150, 80 at 512 -> 128 px
+  brain = interactive_lgg.get_config('released,size=256,stage=pretrain')
+  assert tuple(brain.sampler.min_area) == (150, 150) and brain.select_metric == 'dice@6'
+  # The default is the paper's text.
+  paper = interactive_fundus.get_config('quick')
+  assert paper.pretrain.sampler.name == 'paper' and paper.adapt.clicks.tie_break == 'first'
+  assert not paper.adapt.model.conv_bias and paper.pretrain.optim.schedule == 'step'

@@ -154,7 +154,7 @@ def test_make_config():
   assert (
     sm.SyntheticMri.make_config(domain='site_c', image_size=64).name == 'site_c-s64-n200x50-seed0'
   )
-  with pytest.raises(ValueError, match=r"'domain'.*'site_z'.*site_a"):
+  with pytest.raises(ValueError, match=r"synthetic_mri.domain='site_z': expected one of.*site_a"):
     sm.SyntheticMri.make_config(domain='site_z')
   with pytest.raises(ValueError, match=r"config key='angle': expected a key of this builder"):
     sm.SyntheticMri.make_config(angle=3)
