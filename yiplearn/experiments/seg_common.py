@@ -53,40 +53,40 @@ def load_segmentation(
   *,
   split: str | None = None,
   data_dir: str | None = None,
+  cache: dict | None = None,
 ) -> dict[str, Any]:
   """Reads, filters and prepares a segmentation split: images (N,S,S,C) float32, masks (N,S,S) int32, ids."""
   split = split or data.split
   data_dir = data_dir or data.get('data_dir', '') or registry.default_data_dir(workdir)
-  arrays = registry.load_arrays(
-    data.name,
-    split,
-    data_dir=data_dir,
-    manual_dir=manual_dir(data),
-    **dict(data.get('kwargs', {}) or {}),
-  )
+  kwargs = dict(data.get('kwargs', {}) or {})
+  key = (data.name, split, data_dir, manual_dir(data), tuple(sorted(kwargs.items())))
+  if cache is not None and key in cache:  # `cache`: the split's arrays read once for many filters
+    arrays = cache[key]
+  else:
+    arrays = registry.load_arrays(
+      data.name, split, data_dir=data_dir, manual_dir=manual_dir(data), **kwargs
+    )
+    if cache is not None:
+      cache[key] = arrays
   if not arrays:
-    raise ValueError(f'data.split={split!r} of {data.name} is empty: expected at least one image')
+    raise errors.invalid('data.split', split, f'a split of {data.name} with at least one image')
   keep = np.ones(len(arrays['image']), bool)
   channels = list(data.get('channels', ()) or ()) or None
   sequence = data.get('sequence', '')
   if sequence:
     if 'pre_is_flair_copy' not in arrays:
-      raise ValueError(
-        f'data.sequence={sequence!r} is for lgg_kaggle_3m; dataset {data.name!r} has no sequences'
-      )
+      raise errors.invalid('data.sequence', sequence, f"'' ({data.name} has no MRI sequences)")
     keep &= prepare.lgg_channel_filter(arrays, sequence)
     channels = [prepare.lgg_channel(sequence)]
   sites = tuple(data.get('sites', ()) or ())
   exclude = tuple(data.get('exclude_sites', ()) or ())
   if sites or exclude:
     if 'site' not in arrays:
-      raise ValueError(
-        f"data.sites/exclude_sites are for datasets with a 'site' field; {data.name!r} has none"
-      )
+      raise errors.invalid('data.sites', sites + exclude, f"() ({data.name} has no 'site' field)")
     known = sorted(set(arrays['site'].tolist()))
     for s in sites + exclude:
       if s not in known:
-        raise ValueError(f'data.sites: site {s!r} not in split {split!r}; sites there: {known}')
+        raise errors.invalid('data.sites entry', s, f'one of the sites in {split!r}: {known}')
     if sites:
       keep &= np.isin(arrays['site'], sites)
     keep &= ~np.isin(arrays['site'], exclude)
@@ -107,9 +107,10 @@ def load_segmentation(
   if data.get('max_images', 0):
     arrays = {k: v[: int(data.max_images)] for k, v in arrays.items()}
   if len(arrays['image']) == 0:
-    raise ValueError(
-      f'no images left in {data.name}/{split} after filtering (sequence={sequence!r}, '
-      f'sites={sites}, exclude_sites={exclude}): expected at least one'
+    raise errors.invalid(
+      f'{data.name}/{split} after filtering (sequence, sites, exclude_sites, releases)',
+      (sequence, sites, exclude, releases),
+      'at least one image left',
     )
   images, masks = prepare.prepare_segmentation(
     arrays, channels=channels, image_size=data.get('image_size', 0), norm=data.get('norm', 'unit')
@@ -213,7 +214,7 @@ def load_domains(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, in
     ('train', cfg.get('train_split', '') or 'train', int(cfg.get('max_train', 0))),
     ('test', cfg.get('test_split', '') or default_test, int(cfg.get('max_test', 0))),
   )
-  out = {}
+  out, cache = {}, {}
   if cfg.get('drishti_dir', ''):
     domains = domains + [EXTRA_TARGET]
   for dom in domains:
@@ -224,6 +225,6 @@ def load_domains(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, in
         (('test' if key == 'test' else 'train') if dom == EXTRA_TARGET else split),
         limit,
       )
-      loaded = load_segmentation(d, workdir)
+      loaded = load_segmentation(d, workdir, cache=cache)
       out[dom][key] = (loaded['images'], loaded['masks'])
   return out, NUM_CLASSES[cfg.name]
