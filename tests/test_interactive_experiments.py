@@ -76,12 +76,18 @@ def test_resumed_stream_log_drops_records_after_the_checkpoint(tmp_path):
   assert [r['index'] for r in records] == [0, 1, 2] and records[2]['dice'] == [0.7]
 
 
-def test_pretrain_resumes_from_latest_checkpoint(tmp_path):
+def test_pretrain_resumes_from_latest_checkpoint(tmp_path, caplog):
   config = _tiny(interactive_fundus.get_config('quick,targets=camera_c')).pretrain
   config.steps = config.eval_every = config.checkpoint_every = 1
   first = pretrain.run(config, str(tmp_path))
-  config.steps = 2
-  second = pretrain.run(config, str(tmp_path))
+  config.steps, config.val_images = 2, 50  # more validation images than the split has: said so
+  with caplog.at_level('INFO'):
+    second = pretrain.run(config, str(tmp_path))
+  logged = [r.getMessage() for r in caplog.records]
+  assert any(
+    "val_images=50, but the validation split 'test' has only 8 images" in m for m in logged
+  )
+  assert any('validating on 8 of 8' in m for m in logged)
   steps = [json.loads(l)['step'] for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert steps.count(1) == 2 and max(steps) == 2  # step 1 (train + val records) was not run twice
   assert first['best']['step'] == 1 and second['best']['step'] in (1, 2)

@@ -86,16 +86,24 @@ def summarize(curves: dict[str, np.ndarray], num_clicks: int) -> dict[str, float
   return row
 
 
-def compact_rows(rows: list[dict]) -> list[dict]:
-  """Per method, Dice at clicks 1/5/10 in one cell and NoC@85 for each report union."""
+def compact_rows(rows: list[dict], label: str = 'method') -> list[dict]:
+  """Per row (method, or learning rate of a sweep), Dice at clicks 1/5/10 in one cell and NoC@85 for
+  each report union (with the standard deviation over seeds where the row has one)."""
+
+  def cell(row, key):
+    std = row.get(f'{key}_std')
+    return f'{row[key]:.3f}' + (f' +- {std:.3f}' if std is not None else '')
+
   out = []
   for row in rows:
-    short = {'method': row['method']}
+    short = {label: row[label]}
     for name in dict.fromkeys(k.split('_dice@')[0] for k in row if '_dice@' in k):
-      dice = [row[f'{name}_dice@{k}'] for k in CLICKS_REPORTED if f'{name}_dice@{k}' in row]
-      ks = '/'.join(str(k) for k in CLICKS_REPORTED if f'{name}_dice@{k}' in row)
-      short[f'{name} Dice@{ks}'] = ' / '.join(f'{d:.3f}' for d in dice)
-      short[f'{name} NoC@85'] = row.get(f'{name}_noc@85')
+      ks = [k for k in CLICKS_REPORTED if f'{name}_dice@{k}' in row]
+      short[f'{name} Dice@{"/".join(map(str, ks))}'] = ' / '.join(
+        cell(row, f'{name}_dice@{k}') for k in ks
+      )
+      if f'{name}_noc@85' in row:
+        short[f'{name} NoC@85'] = cell(row, f'{name}_noc@85')
     out.append(short)
   return out
 
@@ -205,6 +213,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     images, masks = data['images'], data['masks']
     if model is None:
       model, params = load_pretrained(config, num_classes, images.shape[-1], images.shape[1])
+    logging.info(
+      'target %s: %d images x %d methods (%s), %d simulated clicks per image',
+      target,
+      len(images),
+      len(config.methods),
+      ', '.join(config.methods),
+      int(config.clicks.max_clicks),
+    )
     rows, mean_curves, results = [], {}, {}
     for method in config.methods:
       res = _stream(

@@ -137,11 +137,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       row[k], row[f'{k}_std'] = float(vals.mean()), float(vals.std())
     by_lr.append(row)
   title = f'Sweep of {config.method} on {target}: {len(config.seeds)} seeds x {len(config.lrs)} learning rates'
-  md = tables.write_table(os.path.join(workdir, 'results', f'sweep_{target}'), rows, title=title)
+  tables.write_table(os.path.join(workdir, 'results', f'sweep_{target}'), rows, title=title)
   tables.write_table(
     os.path.join(workdir, 'results', f'sweep_{target}_by_lr'),
     by_lr,
     title=f'{title}, mean (and std) over seeds',
   )
-  logging.info('\n%s', md)
+  logging.info(
+    '%s, mean +- std over seeds (per stream: results/sweep_%s.md):\n%s',
+    title,
+    target,
+    tables.to_markdown(adapt_interactive.compact_rows(by_lr, 'lr'), floatfmt='.3g'),
+  )
   return {'rows': rows, 'by_lr': by_lr, 'devices': mesh.size, 'seconds': seconds}
