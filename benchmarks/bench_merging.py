@@ -7,6 +7,10 @@ merges and runs one candidate at a time (a jitted single-candidate function call
 Python), and reports candidates/second, compile time, the largest difference of the scores (they
 must agree) and peak memory.
 
+`--model segmentation` does the same for segmentation candidates (`merging.segmentation`): a
+GroupNorm U-Net (image channel only, 2 classes), every candidate the full model merged at lambda_j
+and scored by its mean per-pixel entropy (`segmentation.evaluate_candidates`), K = 2..5 by default.
+
 Every measurement (one (K, J, chunk) of the vmapped path, one (K, J) of the loop) runs in its own
 fresh process, so that peak memory belongs to that measurement alone:
 
@@ -21,6 +25,7 @@ fresh process, so that peak memory belongs to that measurement alone:
 
 Run:
   python benchmarks/bench_merging.py --quick         # tiny, ~30 s
+  python benchmarks/bench_merging.py --model segmentation [--quick]   # U-Net candidates, K = 2..5
   python benchmarks/bench_merging.py                 # default grid, chunks 1 and 16
   python benchmarks/bench_merging.py --out benchmarks/results/merging_cpu.json --md benchmarks/results/merging_cpu.md
 Prints a Markdown table and writes JSON with the machine description.
@@ -41,12 +46,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common as bc  # noqa: E402
-from yiplearn.merging import candidates, online  # noqa: E402
+from yiplearn.merging import candidates, online, segmentation  # noqa: E402
 from yiplearn.merging import tree as tr  # noqa: E402
 from yiplearn.models.resnet import resnet_classifier  # noqa: E402
+from yiplearn.models.unet import UNet  # noqa: E402
 
 DEFAULT_GRID = '2:16,3:16,3:64,5:64,8:128'
 QUICK_GRID = '2:8,3:16'
+SEG_GRID = '2:16,3:16,4:16,5:16'
+SEG_QUICK_GRID = '2:8,5:8'
 
 
 def parse_grid(text: str) -> list[tuple[int, int]]:
@@ -63,12 +71,16 @@ def parse_grid(text: str) -> list[tuple[int, int]]:
   return out
 
 
-def _setup(k: int, j: int, widths, image_size: int, batch: int):
+def _setup(k: int, j: int, widths, image_size: int, batch: int, kind: str = 'classifier'):
   """Model, base, task vectors (K, ...), input batch and J quasi-Dirichlet candidates, built on the host
   (`jax.eval_shape` of the init, numpy values) so that a worker compiles nothing but what it measures."""
-  model = resnet_classifier(10, stage_sizes=(1,) * len(widths), widths=tuple(widths))
+  if kind == 'segmentation':
+    unet = UNet(num_classes=2, widths=tuple(widths), bottleneck=2 * widths[-1], norm='group')
+    model, channels = segmentation.SegmentationModel(unet), 1
+  else:
+    model, channels = resnet_classifier(10, stage_sizes=(1,) * len(widths), widths=tuple(widths)), 3
   rng = np.random.default_rng(0)
-  x = rng.standard_normal((batch, image_size, image_size, 3)).astype(np.float32)
+  x = rng.standard_normal((batch, image_size, image_size, channels)).astype(np.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(1), jax.ShapeDtypeStruct(x.shape, jnp.float32))
 
   def init(path, s):
@@ -87,12 +99,34 @@ def _setup(k: int, j: int, widths, image_size: int, batch: int):
 
 
 def worker(
-  mode: str, k: int, j: int, *, widths, image_size: int, batch: int, chunk: int, repeats: int
+  mode: str,
+  k: int,
+  j: int,
+  *,
+  widths,
+  image_size: int,
+  batch: int,
+  chunk: int,
+  repeats: int,
+  kind: str = 'classifier',
 ) -> dict:
   """One measurement in a fresh process: mode 'vmapped' (score_candidates, one jit) or 'loop'."""
-  model, base, tau, x, cands = _setup(k, j, widths, image_size, batch)
+  model, base, tau, x, cands = _setup(k, j, widths, image_size, batch, kind)
   devices = 1
-  if mode == 'vmapped':
+  if kind == 'segmentation':
+    if mode == 'vmapped':
+      fn = jax.jit(
+        lambda b, t, xx, c: segmentation.evaluate_candidates(model, b, t, xx, c, chunk_size=chunk)[
+          'score'
+        ]
+      )
+      args = (base, tau, x, cands)
+    else:
+      fn = jax.jit(
+        lambda b, t, xx, lam: segmentation.pixel_entropy_score(model.apply(tr.merge(b, t, lam), xx))
+      )
+      args = (base, tau, x, cands[0])
+  elif mode == 'vmapped':
     kw = {}
     if 'mesh' in inspect.signature(online.score_candidates).parameters and jax.device_count() > 1:
       from yiplearn import parallel  # pylint: disable=g-import-not-at-top
@@ -160,6 +194,7 @@ def bench(
   batch: int,
   repeats: int,
   timeout: float,
+  kind: str = 'classifier',
 ) -> list[dict]:
   """Rows (one per chunk) comparing the vmapped path with the loop; each measurement a fresh process."""
   common = [
@@ -175,6 +210,8 @@ def bench(
     str(batch),
     '--repeats',
     str(repeats),
+    '--model',
+    kind,
   ]
   script = os.path.abspath(__file__)
   loop = bc.run_worker([script, '--worker', 'loop', *common], timeout=timeout)
@@ -186,6 +223,7 @@ def bench(
     diff = float(np.abs(np.asarray(vm['scores']) - np.asarray(loop['scores'])).max())
     rows.append(
       {
+        'model': kind,
         'K': k,
         'J': j,
         'chunk': chunk,
@@ -215,6 +253,7 @@ def bench(
 
 
 COLS = [
+  ('model', 'model'),
   ('K', 'K'),
   ('J', 'J'),
   ('chunk', 'chunk'),
@@ -269,6 +308,12 @@ def main() -> None:
     help='comma-separated chunk sizes of the vmapped path (default 1,16; --quick 8)',
   )
   p.add_argument('--repeats', type=int, default=None, help='timed calls (default 3; --quick 2)')
+  p.add_argument(
+    '--model',
+    choices=('classifier', 'segmentation'),
+    default='classifier',
+    help=f'candidates of a ResNet classifier or of a segmentation U-Net (grid {SEG_GRID})',
+  )
   p.add_argument('--timeout', type=float, default=1800, help='seconds per worker process')
   p.add_argument('--out', default='bench_merging.json')
   p.add_argument('--md', default=None, help='also write the Markdown table here')
@@ -291,6 +336,7 @@ def main() -> None:
         batch=args.batch,
         chunk=args.chunk,
         repeats=args.repeats,
+        kind=args.model,
       )
     )
     return
@@ -298,6 +344,14 @@ def main() -> None:
     kw, grid, chunks, reps = dict(widths=(4, 8), image_size=16, batch=8), QUICK_GRID, '8', 2
   else:
     kw, grid, chunks, reps = dict(widths=(16, 32), image_size=28, batch=16), DEFAULT_GRID, '1,16', 3
+  if args.model == 'segmentation':
+    grid = SEG_QUICK_GRID if args.quick else SEG_GRID
+    kw = (
+      dict(widths=(4, 8), image_size=16, batch=4)
+      if args.quick
+      else dict(widths=(4, 8, 16), image_size=48, batch=8)
+    )
+  kw['kind'] = args.model
   grid = parse_grid(args.grid or grid)
   try:
     chunks = [int(c) for c in (args.chunks or chunks).split(',')]

@@ -1,0 +1,100 @@
+"""merge_seg end to end on the real LGG subset: a :quick leave-one-site-out run, and a run killed with
+SIGKILL mid-stream that resumes to byte-identical results (the test_kill_resume pattern)."""
+
+import json
+
+import launch_runs as lr
+import numpy as np
+import pytest
+
+from configs import merge_seg_lgg
+from yiplearn import errors
+from yiplearn.experiments import merge_seg
+
+# Tiny: 16 px, a 2-level U-Net of widths (4, 8), a few steps; target FG, K = 3 experts (DU, HT, CS).
+OVERRIDES = dict(methods=('experts', 'mean', 'eam'), streams=('iid', 'continual'))
+
+
+def tiny(arg='quick,targets=FG'):
+  c = merge_seg_lgg.get_config(arg)
+  c.update(OVERRIDES)
+  c.data.image_size, c.data.max_train, c.data.max_test = 16, 12, 6
+  c.train.update(dict(base_steps=3, expert_steps=2, fisher_batches=1))
+  c.landscape_resolution = 3
+  return c
+
+
+def test_quick_leave_one_site_out_end_to_end(tmp_path, data_dir, lgg_dir, monkeypatch):
+  monkeypatch.setenv('YIPLEARN_DATA_DIR', data_dir)
+  monkeypatch.setenv('YIPLEARN_LGG_DIR', str(lgg_dir))
+  out = merge_seg.run(tiny(), str(tmp_path))
+  methods = {r['method'] for r in out['rows']}
+  assert methods == {'expert_DU', 'expert_HT', 'expert_CS', 'mean', 'eam', 'best_expert'}
+  assert {(r['target'], r['stream']) for r in out['rows']} == {('FG', 'iid'), ('FG', 'continual')}
+  for r in out['rows']:
+    assert 0.0 <= r['dice'] <= 1.0 and r['n'] > 0
+  res = tmp_path / 'results'
+  for stem in ('merge_seg_dice', 'merge_seg_summary', 'merge_seg_candidates'):
+    for ext in ('md', 'csv', 'json'):
+      assert (res / f'{stem}.{ext}').exists(), stem
+  trace = [json.loads(line) for line in (res / 'merge_seg_trace.jsonl').read_text().splitlines()]
+  eam = [t for t in trace if t['method'] == 'eam']
+  assert eam and all(abs(sum(t['lam_enc']) - 1) < 1e-3 for t in eam)
+  assert all('lam_head' in t for t in eam)  # the decoder-path coefficients
+  best = [
+    json.loads(line) for line in (res / 'merge_seg_best_candidate.jsonl').read_text().splitlines()
+  ]
+  assert len(best) == sum(1 for t in eam)  # one diagnostic record per eam batch
+  for b in best:
+    assert b['best_dice'] >= max(b['mean_dice'], b['argmin_mean_dice']) - 1e-9
+  land = json.loads((res / 'landscape_FG_seed0.json').read_text())
+  assert len(land['dice']) == len(land['grid']) == 10  # simplex grid of resolution 3, K = 3
+  assert (tmp_path / 'plots' / 'landscape_FG_seed0.png').exists()
+  before = {p.name: p.read_bytes() for p in res.iterdir() if p.is_file()}
+  merge_seg.run(tiny(), str(tmp_path))  # finished targets are read back, results rewritten the same
+  assert before == {p.name: p.read_bytes() for p in res.iterdir() if p.is_file()}
+  rows = out['rows']
+  assert np.isclose(
+    [r for r in rows if r['method'] == 'best_expert' and r['stream'] == 'iid'][0]['dice'],
+    max(r['dice'] for r in rows if r['method'].startswith('expert_') and r['stream'] == 'iid'),
+  )
+
+
+def test_validate_refuses_label_shift_streams_and_unknown_methods():
+  c = tiny()
+  c.streams = ('dirichlet',)
+  with pytest.raises(errors.UserError, match='streams entry'):
+    merge_seg.validate(c)
+  c = tiny()
+  c.methods = ('eam_bnbatch',)
+  with pytest.raises(errors.UserError, match='methods entry'):
+    merge_seg.validate(c)
+
+
+KILL = [
+  'configs/merge_seg_lgg.py:quick,targets=FG',
+  "--config.methods=('eam',)",
+  "--config.streams=('continual',)",
+  '--config.data.image_size=16',
+  '--config.data.max_train=12',
+  '--config.data.max_test=6',
+  '--config.train.base_steps=3',
+  '--config.train.expert_steps=2',
+  '--config.diagnostics=False',
+  '--config.checkpoint_every=1',
+]
+
+
+def test_killed_merge_seg_resumes_to_identical_results(tmp_path_factory, tmp_path, lgg_dir):
+  base = lr.root(tmp_path_factory)
+  args = KILL + [f'--config.experts_workdir={base / "seg_experts"}']
+  ref = lr.reference(args, 'merge_seg', base)
+  workdir = tmp_path / 'killed'
+  info = lr.launch_and_kill(args, workdir, base, 9, 1.0)
+  if info['killed']:
+    assert not (workdir / 'results' / 'merge_seg_summary.json').exists()
+  lr.launch(args, workdir, base)
+  files = lr.assert_same_files(ref, workdir)
+  trace = [json.loads(x) for x in files['results/merge_seg_trace.jsonl'].decode().splitlines()]
+  n = len([t for t in trace if t['method'] == 'eam'])
+  assert n > 1 and [(t['method'], t['batch']) for t in trace] == [('eam', i) for i in range(n)]
