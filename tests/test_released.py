@@ -131,15 +131,15 @@ def test_pi_stage2_steps_on_t_origin_clicks_when_stage1_is_already_right():
   view = step.start(rules.frozen(), env, state, img, c.coords[0], 1, True, KEY)[1]
   view = view._replace(pred=p1)  # P_final = P_1: no error component
   run = lambda rule: jax.jit(lambda s, v: rule.finish(s.rule, s.train, v, env, None))(state, view)  # noqa: E731
-  assert int(run(rules.pi())[1].step) == 1  # the paper: stage 2 has no click and is skipped
+  stage1 = run(rules.pi())[1]
+  assert int(stage1.step) == 1  # the paper: stage 2 has no click and is skipped
   _, train, pl = run(rules.pi(pi_fill='released'))
   assert int(train.step) == 2  # the released code: T background clicks at (0, 0)
   origin = clicks_lib.Clicks(
     jnp.zeros((3, 2), jnp.int32), jnp.zeros(3, jnp.int32), jnp.ones(3, bool)
   )
   # Stage 2's loss: DiceFocal + beta CCG on the three origin clicks, from the stage-1 weights.
-  s1 = jax.jit(lambda s, v: rules.pi().finish(s.rule, s.train, v, env, None))(state, view)[1]
-  lg = toy_apply(s1.params, step.build_input(spec, img, origin, p1)[None])[0]
+  lg = toy_apply(stage1.params, step.build_input(spec, img, origin, p1)[None])[0]
   want = losses.dice_focal(lg, p1, 2) + 200.0 * losses.ccg_loss(lg, p1, origin)
   np.testing.assert_allclose(float(pl[1]), float(want), rtol=1e-5)
 

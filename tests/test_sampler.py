@@ -71,17 +71,17 @@ def test_pretraining_clicks_paper_first_click_and_count():
   t = jnp.asarray(target)
 
   @jax.jit
-  def run(key, n):
-    return sampler.pretraining_clicks(key, t, lambda c: jnp.asarray(pred), 3, 6, n)
+  def run(key, n, p):
+    return sampler.pretraining_clicks(key, t, lambda c: p, 3, 6, n)
 
   key = jax.random.PRNGKey(3)
+  coord, label, valid = jax.jit(user.first_click)(jax.random.split(key)[0], t)
   for n in (1, 3, 6):
-    c = run(key, n)
-    coord, label, valid = user.first_click(jax.random.split(key)[0], t)
+    c = run(key, n, jnp.asarray(pred))
     np.testing.assert_array_equal(np.asarray(c.coords[0]), np.asarray(coord))
     assert int(c.labels[0]) == int(label) == 1 and bool(valid)
     assert np.asarray(c.valid).tolist() == [i < min(n, 5) for i in range(6)]
-  perfect = sampler.pretraining_clicks(key, t, lambda c: t, 3, 6, 6)  # no error: first click only
+  perfect = run(key, 6, t)  # no error: the first click only
   assert np.asarray(perfect.valid).tolist() == [True] + [False] * 5
 
 
