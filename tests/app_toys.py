@@ -112,7 +112,8 @@ def toy_engine():
 
   spec = SessionSpec(num_classes=2, num_clicks=5)
   methods = {'frozen': rules.make('frozen'), 'pi_mi': rules.make('pi_mi', pi_clicks=3)}
-  params = toys.toy_params(spec.input_channels(1), seed=0, k=2)
+  # committed to the device, as restored checkpoints are (the warm-up must still match)
+  params = jax.device_put(toys.toy_params(spec.input_channels(1), seed=0, k=2), jax.devices()[0])
   return Engine(toys.toy_apply, params, spec, methods, tx=rules.make_optimizer(1e-2), seed=0)
 
 

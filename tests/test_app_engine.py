@@ -56,12 +56,13 @@ def test_warmup_compiles_every_function_of_a_session():
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     for m in eng.methods:
+      snapshot = eng.copy(states[m]) if eng.updates(m) else None
       s, view, _ = eng.start(m, states[m], imgs.images[1], (5, 5), 1, 1)
       view, _ = eng.propose(m, s, view, (6, 6), 0)
       s, view, pred = eng.adapt(m, s, view)
       eng.frozen_prediction(view)
       eng.dice(pred, imgs.gts[1])
-      jax.block_until_ready(eng.finish(m, s, view))
+      jax.block_until_ready((eng.finish(m, s, view), snapshot))
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert compiled == []

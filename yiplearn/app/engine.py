@@ -62,7 +62,9 @@ class Engine:
     self.capacity = int(spec.num_clicks)
     self.rules = dict(rules)
     self.tools = {m: tool_lib.make_tool(model, spec, r, tx=tx) for m, r in rules.items()}
-    self.params0 = jax.tree_util.tree_map(jnp.asarray, params)
+    # Uncommitted device arrays (restored checkpoints are committed to a device): every array of a
+    # session then matches the ahead-of-time compilations of warmup_jobs, whose inputs name no device.
+    self.params0 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), params)
     self._key = jax.random.PRNGKey(int(seed))
     apply_fn = model.apply if hasattr(model, 'apply') else model
     K, policy = self.num_classes, spec.policy
@@ -78,6 +80,9 @@ class Engine:
     self._predict = jax.jit(predict)
     self._auto = jax.jit(auto)
     self._dice = jax.jit(lambda pred, gt: metrics.dice_per_class(pred, gt, K))
+    self._copy = jax.jit(
+      lambda tree: jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
+    )
 
   # ---- states --------------------------------------------------------------------------------------------
 
@@ -89,9 +94,9 @@ class Engine:
     """Whether ``method`` changes the weights during an image (so Undo needs a snapshot)."""
     return bool(self.rules[method].updates_on_click)
 
-  @staticmethod
-  def copy(state: Any) -> Any:
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), state)
+  def copy(self, state: Any) -> Any:
+    """A snapshot of ``state`` in new buffers (one compiled copy of the whole tree)."""
+    return self._copy(state)
 
   @staticmethod
   def to_tree(states: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +207,8 @@ class Engine:
       _, placed = jax.eval_shape(j['start'], state, image, coord, label, key)
       _, shown = jax.eval_shape(j['show'], state, placed)
       proposed, _ = jax.eval_shape(j['propose'], state, shown, coord, label)
+      if self.updates(m):  # Undo's snapshot before each click
+        jobs.append(lambda s=state: self._copy.lower(s).compile())
       calls = [('start', (state, image, coord, label, key)), ('show', (state, placed))]
       calls += [('propose', (state, shown, coord, label)), ('adapt', (state, proposed))]
       for name, args in calls:
