@@ -170,7 +170,9 @@ def adapt(
   return c
 
 
-def stage_config(stage: str, pre: ml_collections.ConfigDict, adapt_cfg: ml_collections.ConfigDict):
+def stage_config(
+  stage: str, pre: ml_collections.ConfigDict, adapt_cfg: ml_collections.ConfigDict, seeds=()
+):
   """`pretrain`, `adapt` or `all` (the `interactive` driver: pre-train, then adapt with that model)."""
   adapt_cfg.model = pre.model
   adapt_cfg.seed = pre.seed
@@ -180,6 +182,7 @@ def stage_config(stage: str, pre: ml_collections.ConfigDict, adapt_cfg: ml_colle
     return adapt_cfg
   c = ml_collections.ConfigDict()
   c.experiment = 'interactive'
+  c.seeds = tuple(seeds)  # one pre-training + adaptation per seed, then mean ± std
   c.pretrain = pre
   c.adapt = adapt_cfg
   return c

@@ -12,6 +12,11 @@ Run (stage=all pre-trains into <workdir>/pretrain, then adapts every method on e
   python -m launch.run --config configs/interactive_lgg.py:shift=site --workdir runs/lgg_site
   python -m launch.run --config configs/interactive_lgg.py:quick --workdir /tmp/lgg_quick   (CPU smoke run)
   stage=pretrain or stage=adapt (with --config.checkpoint_dir=...) run one half.
+  seeds=0;1;2 runs the pipeline once per pre-training seed (<workdir>/seed_<s>/), then writes
+  results/interactive_seeds.* (mean ± std per target and method). The README table:
+    python -m launch.run --config 'configs/interactive_lgg.py:size=64,steps=800,seeds=0;1;2' \
+      --workdir runs/lgg_modality --config.adapt.methods="('frozen','pi','pi_mi')"
+  and the same with `released` added to the arguments (the authors' released code, DESIGN.md 1.1).
   `released` runs the authors' released code instead of the paper's text (interactive_common.released).
 
 Data: `../shared/data/lgg_kaggle_3m` beside the checkout, or `--config.data.manual_dir=/path/to/kaggle_3m`
@@ -60,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     paper_model=False,
     released=False,
     control=True,
+    seeds='',
   )
   common.check_choice('shift', a.shift, ('modality', 'site'))
   common.check_choice('stage', a.stage, ('all', 'pretrain', 'adapt'))
@@ -89,4 +95,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   if a.released:
     ic.released(pre, adapt, size)
-  return ic.stage_config(a.stage, pre, adapt)
+  seeds = tuple(int(x) for x in str(a.seeds).split(';') if x != '')
+  return ic.stage_config(a.stage, pre, adapt, seeds)

@@ -76,7 +76,7 @@ def base_config(a) -> ml_collections.ConfigDict:
   c.experiment = 'merge_online'
   c.seed = a.seed
   # Seeds of base and expert training: one full run per seed under <workdir>/seed_<s>/, then
-  # results/merge_summary_seeds.* with mean +- std (yiplearn/experiments/merge_seeds.py).
+  # results/merge_summary_seeds.* with mean +- std (yiplearn/experiments/seeds.py).
   c.seeds = tuple(int(s) for s in str(a.seeds).split(';') if s != '')
   c.targets = ()  # held-out target domains (empty = every domain)
   c.sources = ()  # train_experts only: domains to train on (empty = all)

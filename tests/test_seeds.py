@@ -1,4 +1,4 @@
-"""merge_online over several seeds: one resumable run per seed, mean +- std over seeds."""
+"""experiments/seeds.py: merge_online and the interactive driver over several seeds: one resumable run per seed, mean +- std over seeds."""
 
 import json
 
@@ -8,7 +8,8 @@ import pytest
 from configs import merge_digits
 from tests.test_merge_online import tiny_config
 from yiplearn import errors
-from yiplearn.experiments import merge_online, merge_seeds
+from yiplearn.experiments import merge_online
+from yiplearn.experiments import seeds as seeds_lib
 
 
 def test_aggregate_mean_and_sample_std():
@@ -17,7 +18,7 @@ def test_aggregate_mean_and_sample_std():
     1: [{'method': 'mean', 'iid': 0.7, 'mean': 0.7}, {'method': 'eam', 'iid': 0.8, 'mean': 0.8}],
     2: [{'method': 'mean', 'iid': 0.6, 'mean': 0.6}],  # a method missing from one seed
   }
-  fmt, val = merge_seeds.aggregate(summaries)
+  fmt, val = seeds_lib.aggregate(summaries)
   assert [r['method'] for r in fmt] == ['mean', 'eam']
   assert fmt[0]['iid'] == '0.600 ± 0.100' and fmt[0]['seeds'] == 3
   np.testing.assert_allclose(val[1]['iid_mean'], 0.85)
@@ -29,12 +30,12 @@ def test_seed_config_and_argument():
   c = merge_digits.get_config('quick,seeds=3;5')
   assert tuple(c.seeds) == (3, 5)
   c.experts_workdir = '/x'
-  s = merge_seeds.seed_config(c, 5)
+  s = seeds_lib.seed_config(c, 5)
   assert s.seed == 5 and tuple(s.seeds) == () and s.experts_workdir == '/x/seed_5'
   assert tuple(c.seeds) == (3, 5)  # the original is untouched
   c.seeds = (1, 1)
   with pytest.raises(errors.UserError, match='seeds'):
-    merge_seeds.run_seeds(lambda c, w: {}, c, '/nonexistent')
+    seeds_lib.run_seeds(lambda c, w: {}, c, '/nonexistent')
 
 
 def test_two_seeds_end_to_end(tmp_path, data_dir, monkeypatch):
@@ -58,3 +59,25 @@ def test_two_seeds_end_to_end(tmp_path, data_dir, monkeypatch):
   assert 'mean:merge' in md and '±' in md
   # Started again, every seed is loaded from its finished results.
   assert merge_online.run(c, str(tmp_path))['values'] == out['values']
+
+
+def test_aggregate_per_target_and_method():
+  """The interactive driver's rows: keyed by (target, method); text columns are left out."""
+  rows = lambda a, b: [
+    {'target': 't1', 'method': 'pi_mi', 'images': 3, 'dice@10': a, 'name': 'x'},
+    {'target': 'flair', 'method': 'pi_mi', 'images': 3, 'dice@10': b, 'name': 'x'},
+  ]
+  fmt, val = seeds_lib.aggregate({0: rows(0.5, 0.9), 1: rows(0.7, 0.8)}, ('target', 'method'))
+  assert [(r['target'], r['method']) for r in fmt] == [('t1', 'pi_mi'), ('flair', 'pi_mi')]
+  assert fmt[0]['dice@10'] == '0.600 ± 0.141' and 'name' not in fmt[0]
+  np.testing.assert_allclose(val[1]['dice@10_std'], np.std([0.9, 0.8], ddof=1))
+
+
+def test_interactive_seed_config_sets_both_halves():
+  from configs import interactive_lgg
+
+  c = interactive_lgg.get_config('quick,seeds=4;7')
+  assert tuple(c.seeds) == (4, 7)
+  s = seeds_lib.seed_config(c, 7)
+  assert s.pretrain.seed == 7 and s.adapt.seed == 7 and tuple(s.seeds) == ()
+  assert c.pretrain.seed == 0  # the original is untouched

@@ -13,7 +13,7 @@ whose best merge changes over time ('continual' takes the domains in order, targ
 `stream.continual_within` = 'iid' or 'dirichlet' inside each domain).
 
 BatchNorm statistics: `config.bn` and the methods' `:<mode>` suffixes (`merge_methods`). `config.seeds`:
-one run per seed under `<workdir>/seed_<s>/`, then mean +- std over seeds (`merge_seeds`).
+one run per seed under `<workdir>/seed_<s>/`, then mean +- std over seeds (`experiments/seeds.py`).
 
 Writes to the workdir:
   results/merge_accuracy.{md,csv,json}   accuracy per target x stream x method (+ best single expert),
@@ -45,7 +45,7 @@ from absl import logging
 
 from yiplearn import errors
 from yiplearn.data import streams as stream_lib
-from yiplearn.experiments import merge_data, merge_methods, merge_seeds, train_experts
+from yiplearn.experiments import merge_data, merge_methods, seeds, train_experts
 from yiplearn.experiments.merge_landscape import entropy_landscape
 from yiplearn.io import files, loop, tables
 from yiplearn.io.progress import Progress
@@ -212,8 +212,10 @@ def validate(config: Any) -> None:
 
 def run(config: Any, workdir: str) -> dict:
   validate(config)
-  if tuple(config.get('seeds', ()) or ()):  # one run per seed, then mean +- std (merge_seeds)
-    return merge_seeds.run_seeds(run, config, workdir)
+  if tuple(config.get('seeds', ()) or ()):  # one run per seed, then mean +- std
+    return seeds.run_seeds(
+      run, config, workdir, title='Accuracy per method and stream, mean over targets'
+    )
   data, num_classes = merge_data.load_domains(config.data, workdir)
   targets = list(config.get('targets', []) or []) or list(data)
   for t in targets:
