@@ -104,13 +104,13 @@ CASES = [
     'image_rank',
     lambda p: _session(np.zeros((H, W)), np.zeros((H, W), np.int32)),
     ValueError,
-    'image/gt: expected (H, W, C) and (H, W), got (8, 8) and (8, 8)',
+    'image/gt=((8, 8), (8, 8)): expected (H, W, C) and (H, W)',
   ),
   (
     'gt_shape',
     lambda p: _session(np.zeros((H, W, 1)), np.zeros((H + 1, W), np.int32)),
     ValueError,
-    'image/gt: expected (H, W, C) and (H, W), got (8, 8, 1) and (9, 8)',
+    'image/gt=((8, 8, 1), (9, 8)): expected (H, W, C) and (H, W)',
   ),
   (
     'image_dtype_complex',
