@@ -350,7 +350,7 @@ def test_rimone_random_partition_and_auto(rimone_dir, tmp_path):
   assert set(read(a, 'train')) == {'r2_Im001'}
   with pytest.raises(ValueError, match='partition'):
     RimOneDl.make_config(partition='by_site')
-  with pytest.raises(ValueError, match='config key=.*: expected a key of this builder'):
+  with pytest.raises(ValueError, match='unknown config key'):
     DrishtiGs1.make_config(partition='random')
 
 
