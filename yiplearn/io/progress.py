@@ -93,8 +93,8 @@ class Progress:
     if not self._announced and self._timed >= self.measure and self.done < self.total:
       self._announced = True
       logging.info(
-        '%s: expected to take about %s in all (%s left, %.3g s per item measured after the first '
-        '%d, compilation, items)',
+        '%s: expected to take about %s in all, %s left (%.3g s each, measured after the first %d, '
+        'which include compilation)',
         self.desc,
         format_seconds(self._ema * (self.total - self.done) + (now - self._t0)),
         format_seconds(self.seconds_left()),
