@@ -2,6 +2,7 @@
 one (carry, log records, done marker); the checkpoint schedule; the smoothed progress estimate."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -79,16 +80,23 @@ def test_checkpoint_schedule(tmp_path):
     loop_lib.ItemLoop(tmp_path / 'c', 7, every=0, desc='steps')
 
 
-def test_smoothed_eta_skips_the_compilation_items():
+def test_smoothed_eta_skips_the_compilation_items(caplog):
   now = [0.0]
   p = progress.Progress(100, 'images', log_every_s=1e9, warmup=2, clock=lambda: now[0])
   for dt in (60.0, 20.0):  # two compilation-dominated items: not timed
     now[0] += dt
     p.update()
   assert p.seconds_left() is None and 'left ?' in p.message()
-  for _ in range(10):
-    now[0] += 1.0
-    p.update()
+  with caplog.at_level(logging.INFO):
+    for _ in range(10):
+      now[0] += 1.0
+      p.update()
+  # Once, after 5 timed items: 85 s so far + 93 items left at 1 s.
+  said = [r.getMessage() for r in caplog.records if 'expected to take' in r.getMessage()]
+  assert said == [
+    'images: expected to take about 2:58 in all, 1:33 left (1 s each, measured after the first 2, '
+    'which include compilation)'
+  ]
   assert p.seconds_per_item == pytest.approx(1.0) and p.seconds_left() == pytest.approx(88.0)
   assert 'left 1:28' in p.message()
   for _ in range(30):  # a slower phase: the average follows it
