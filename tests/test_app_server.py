@@ -2,6 +2,8 @@
 
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +200,26 @@ def test_click_before_an_image_is_open_busy_and_capacity(tmp_path):
     'clicks=5: expected at most 5 per image (Accept or Undo)',
   )
   app.close()
+
+
+def test_requests_go_before_queued_background_compilations(tmp_path):
+  client, app = _serve(tmp_path)
+  order, gate = [], threading.Event()
+  reset = app.annotator.reset
+  app.annotator.reset = lambda **kw: (order.append('reset'), reset(**kw))[1]
+  jobs = [lambda: (gate.wait(60), order.append('warm0')), lambda: order.append('warm1')]
+  app.warm(jobs + [lambda: order.append('warm2')])
+  request = threading.Thread(target=lambda: client.post('/api/reset', json={}))
+  request.start()
+  for _ in range(6000):  # the request is queued behind the running compilation
+    if app._queue.qsize() == 3:
+      break
+    time.sleep(0.01)
+  gate.set()
+  request.join(60)
+  for _ in range(6000):  # the compilations left run after the request
+    if app.warming == 0:
+      break
+    time.sleep(0.01)
+  app.close()
+  assert order == ['warm0', 'reset', 'warm1', 'warm2'] and app.warming == 0

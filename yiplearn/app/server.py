@@ -12,8 +12,8 @@ Routes (JSON in and out; images by index, never by path):
     POST /api/undo | /api/reset | /api/accept | /api/skip {}     POST /api/method {method}
 
 Every model call runs in one worker thread, so requests that change the session are serialised: while one
-runs, another gets 409 (``busy=True``). Background compilations (:meth:`App.warm`) share that thread and
-never make a request fail, only wait. A bad request gets a 4xx JSON ``{"error": "field=value: expected
+runs, another gets 409 (``busy=True``). Background compilations (:meth:`App.warm`) share that thread at a
+lower priority: a request waits at most for the one compilation running when it arrives. A bad request gets a 4xx JSON ``{"error": "field=value: expected
 ...", "field": ...}``; an unexpected exception a 500 with a one-line message (the traceback goes to the
 server's log only). Request bodies are bounded (``max_body_bytes``).
 """
@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import itertools
 import json
 import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -82,13 +84,35 @@ class App:
     self.max_body_bytes = int(max_body_bytes)
     self.busy = False
     self.warming = 0
-    self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='yiplearn-app')
+    # One thread runs every model call: requests first, background compilations when none waits.
+    self._queue: queue.PriorityQueue = queue.PriorityQueue()
+    self._order = itertools.count()
+    self._worker = threading.Thread(target=self._loop, name='yiplearn-app-model', daemon=True)
+    self._worker.start()
     self._lock = threading.Lock()
     # What GET /api/state returns: made by the model's thread after every request (a state being
     # adapted there is donated to XLA and cannot be read from another thread meanwhile).
     self._status = annotator.status()
 
   # ---- the worker ----------------------------------------------------------------------------------------
+
+  def _loop(self) -> None:
+    while True:
+      _, _, fn, future = self._queue.get()
+      if fn is None:
+        return
+      if future.set_running_or_notify_cancel():
+        try:
+          future.set_result(fn())
+        except BaseException as e:  # pylint: disable=broad-except
+          future.set_exception(e)
+
+  def _submit(self, fn: Callable[[], Any], priority: int) -> concurrent.futures.Future:
+    if not self._worker.is_alive():
+      raise RuntimeError('the model thread has stopped')
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    self._queue.put((priority, next(self._order), fn, future))
+    return future
 
   def warm(self, jobs: list[Callable[[], Any]]) -> None:
     """Queues compilations in the model's thread (a request arriving meanwhile waits its turn)."""
@@ -103,7 +127,7 @@ class App:
         self.warming -= 1
 
     for job in jobs:
-      self._worker.submit(run, job)
+      self._submit(lambda job=job: run(job), 1)
 
   def _claim(self) -> None:
     with self._lock:
@@ -116,7 +140,9 @@ class App:
       self.busy = False
 
   def close(self) -> None:
-    self._worker.shutdown(wait=True, cancel_futures=True)
+    """Stops the model thread after the call it is running (queued compilations are dropped)."""
+    self._queue.put((-1, -1, None, None))
+    self._worker.join()
     if self.annotator.record is not None:
       self.annotator.record.close()
 
@@ -166,7 +192,7 @@ class App:
         self._status = self.annotator.status()
 
     try:
-      future = self._worker.submit(job)
+      future = self._submit(job, 0)
     except RuntimeError:
       self._release()
       raise AppError(503, 'server', 'shutting down', 'a running server') from None
