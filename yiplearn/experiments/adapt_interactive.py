@@ -11,15 +11,20 @@ Writes
   gathered from the per-stream logs `streams/<target>__<method>.jsonl` when every stream is done;
 - `results/interactive_<target>.{md,csv,json}`: per method Dice@1/5/10, NoC@80/85/90, AUC,
   updates and skipped (non-finite) updates; `results/interactive_all.*` all rows;
-- `plots/dice_vs_clicks_<target>.png`: mean Dice against clicks per method;
+- `plots/dice_vs_clicks_<target>_<union>.png`: mean Dice against clicks per method (the y axis
+  scaled to the curves);
+- `plots/examples_<target>.png`: for `config.example_images` (default 3) evenly spaced images, the
+  image, its ground truth and what frozen and pi_mi showed after clicks 1, 5 and 10, with the clicks
+  (`click_examples.py`: the images are replayed through the per-click tool);
 - `timing.json`: median seconds per image per (target, method), the only output that is not a
   deterministic function of config and seed (everything under `results/` and `per_click.jsonl` is).
 `config.session_unroll` unrolls the click scan (T = all clicks). XLA:CPU differentiates convolutions
 ~20x slower inside a rolled `lax.scan`; the session then uses the U-Net's forward-style convolution
 gradients, so the default rolled loop runs about as fast as an unrolled one and compiles much faster
 (benchmarks/NOTES.md).
-Progress is checkpointed every `checkpoint_every` images per (target, method) under `streams/`;
-a run started again in the same workdir resumes there and skips finished streams.
+Progress is checkpointed every `checkpoint_every` images per (target, method) under `streams/`
+(`io.loop.ItemLoop`); a run started again in the same workdir resumes there and skips finished
+streams. The log gets a compact per-method summary; the full table is in `results/`.
 """
 
 from __future__ import annotations
