@@ -164,6 +164,7 @@ def adapt(
   c.episodic = False  # every method reset to the pre-trained model before each image
   rule_sections(c)
   c.checkpoint_every = 10  # images between stream checkpoints (resume)
+  c.example_images = 3  # plots/examples_<target>.png: images shown (0: no picture)
   c.session_unroll = (
     1  # clicks unrolled in the session scan (rolled: fast to compile; see benchmarks/NOTES.md)
   )

@@ -288,7 +288,7 @@ CASES = [
     'unknown_experiment',
     lambda p: experiments.get('bogus'),
     ValueError,
-    "config.experiment='bogus' is not known; valid experiments:",
+    "config.experiment='bogus': expected one of ",
   ),
   (
     'unknown_dataset',
@@ -480,7 +480,7 @@ LAUNCH = [
   (
     'unknown_experiment',
     ['configs/merge_digits.py:quick', '--config.experiment=bogus'],
-    "config.experiment='bogus' is not known",
+    "config.experiment='bogus': expected one of ",
   ),
   (
     'unknown_method',
