@@ -7,7 +7,7 @@ Run:
   (stream batch size), alpha=0.1 (Dirichlet label shift), T=0.05 (entropy temperature), seed=0,
   targets=rot0;rot30 (held-out targets, default all), size=28, seeds=0;1;2 (one run per seed under
   <workdir>/seed_<s>/, then results/merge_summary_seeds.* with mean +- std).
-  The README table (seeds 0, 1, 2; ~N minutes on 2 busy CPU cores):
+  The README table (seeds 0, 1, 2; 71 minutes on 2 busy shared CPU cores):
   python -m launch.run --config configs/merge_digits.py:table --workdir runs/merge_digits_table
   `table`: held-out rot30 (K = 5), 16x16 images, ResNet widths (8, 16, 32), 128 test images per
   domain, streams iid/dirichlet/continual, merge_common.TABLE_METHODS, seeds 0;1;2.
