@@ -6,18 +6,15 @@ share everything here: the guarded AdamW step, the cosine schedule, checkpoints,
 
 Launch (any merging config; this program only trains):
   python -m launch.run --config configs/merge_digits.py --config.experiment=train_experts \
-      --workdir runs/experts_digits
-  python -m launch.run --config configs/merge_seg_lgg.py:quick --config.experiment=train_experts \
-      --workdir runs/experts_seg
+      --workdir runs/experts_digits      # or configs/merge_seg_lgg.py:quick (segmentation)
 
 Writes to the workdir:
-  checkpoints/<family>/{base,expert_<domain>,fisher_<domain>}/  orbax checkpoints (resumed: a model
-      whose checkpoint exists is loaded, not retrained)
-  results/expert_accuracy.{md,csv,json}  accuracy (segmentation: mean foreground Dice) of the base
-      and of every expert on every domain's test split, and the training steps skipped as non-finite
-Config fields used: seed, data (see `merge_data`; segmentation: `seg_common.load_domains`), model
-(arch, widths, stage_sizes, patch_size, dim, depth, num_heads; unet: widths, bottleneck, norm), train (base_steps, expert_steps, batch_size, lr, expert_lr,
-weight_decay, fisher_batches), sources (domains to train on; empty = all of data.domains).
+  checkpoints/<family>/{base,expert_<d>,fisher_<d>}/  orbax checkpoints (resumed, not retrained)
+  results/expert_accuracy.{md,csv,json}  accuracy (segmentation: mean foreground Dice) of the base and
+      every expert on every domain's test split, and the training steps skipped as non-finite
+Config fields: seed, data (`merge_data`; segmentation `seg_common.load_domains`), model (arch, widths,
+stage_sizes, patch_size, dim, depth, num_heads; unet: widths, bottleneck, norm), train (base_steps,
+expert_steps, batch_size, lr, expert_lr, weight_decay, fisher_batches), sources (empty = all domains).
 """
 
 from __future__ import annotations
@@ -49,9 +46,7 @@ class Family(NamedTuple):
   base: Any
   experts: list[Any]
   fishers: list[Any] | None
-  skipped: dict[str, int] | None = (
-    None  # training steps skipped as non-finite, per model ('base', 'expert_<d>')
-  )
+  skipped: dict[str, int] | None = None  # non-finite steps skipped, per 'base' / 'expert_<d>'
 
 
 ARCHS = ('resnet', 'vit', 'unet')
@@ -238,18 +233,14 @@ def accuracy(model, variables: Any, x: np.ndarray, y: np.ndarray) -> float:
 def mean_dice(model, variables: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 32) -> float:
   """Mean over images of `segmentation.dice` (the mean Dice of the foreground classes)."""
   fn = _dice_fn(model)
-  parts = [
-    np.asarray(
-      fn(variables, jnp.asarray(x[i : i + batch_size]), jnp.asarray(y[i : i + batch_size]))
-    )
-    for i in range(0, len(x), batch_size)
-  ]
-  return float(np.mean(np.concatenate(parts)))
+  sl = lambda a, i: jnp.asarray(a[i : i + batch_size])  # noqa: E731
+  d = [np.asarray(fn(variables, sl(x, i), sl(y, i))) for i in range(0, len(x), batch_size)]
+  return float(np.mean(np.concatenate(d)))
 
 
-@functools.lru_cache(maxsize=16)
-def _dice_fn(model):
-  return jax.jit(lambda v, x, y: segmentation.dice(model.apply(v, x), y))
+_dice_fn = functools.lru_cache(16)(
+  lambda model: jax.jit(lambda v, x, y: segmentation.dice(model.apply(v, x), y))
+)
 
 
 def _cached(ckpt_root: str, name: str, target: Any, make, extra: dict | None = None) -> Any:
