@@ -361,8 +361,7 @@ def validate(config: Any) -> None:
   for name in ('base_steps', 'expert_steps'):
     if int(t[name]) < 0:
       raise errors.invalid(f'train.{name}', t[name], 'a number of steps >= 0')
-  arch = config.get('model', {}).get('arch', 'resnet')
-  if arch not in ARCHS:
+  if (arch := config.get('model', {}).get('arch', 'resnet')) not in ARCHS:
     raise errors.invalid('model.arch', arch, f'one of {ARCHS}')
 
 
@@ -392,11 +391,7 @@ def run(config: Any, workdir: str) -> dict:
     os.path.join(workdir, 'results', 'expert_accuracy'),
     rows,
     ['model'] + list(data) + ['skipped'],
-    title=(
-      'Test mean foreground Dice per domain (rows: models)'
-      if is_segmentation(fam.model)
-      else 'Test accuracy per domain (rows: models)'
-    ),
+    title=f'Test {"Dice" if is_segmentation(fam.model) else "accuracy"} per domain (rows: models)',
   )
   logging.info('\n%s', md)
   return {'accuracy': rows}
