@@ -23,7 +23,9 @@ def test_parse_defaults_and_overrides():
 
 
 def test_unknown_key_lists_valid_keys():
-  with pytest.raises(ValueError, match=r"config argument='sise': expected a key of this config, one of quick, size"):
+  with pytest.raises(
+    ValueError, match=r"config argument='sise': expected a key of this config, one of quick, size"
+  ):
     common.parse_arg('sise=3', quick=False, size=64)
 
 
@@ -32,7 +34,9 @@ def test_bad_type_names_key_and_value():
     common.parse_arg('size=big', size=64)
   with pytest.raises(ValueError, match=r"quick='maybe': expected bool"):
     common.parse_arg('quick=maybe', quick=False)
-  with pytest.raises(ValueError, match=r"config argument size='': expected a value \(size=...\) of type int"):
+  with pytest.raises(
+    ValueError, match=r"config argument size='': expected a value \(size=...\) of type int"
+  ):
     common.parse_arg('size', size=64)
 
 

@@ -43,15 +43,22 @@ def test_unknown_name_lists_valid_names(data_dir):
 
 
 def test_unknown_key_and_bad_value(data_dir):
-  with pytest.raises(ValueError, match=r"synthetic_fundus config key='sz': expected a key of this builder.*image_size"):
+  with pytest.raises(
+    ValueError,
+    match=r"synthetic_fundus config key='sz': expected a key of this builder.*image_size",
+  ):
     registry.get_builder('synthetic_fundus', data_dir=data_dir, sz=32)
-  with pytest.raises(ValueError, match=r"synthetic_fundus.domain='mars': expected one of.*camera_b"):
+  with pytest.raises(
+    ValueError, match=r"synthetic_fundus.domain='mars': expected one of.*camera_b"
+  ):
     registry.get_builder('synthetic_fundus', data_dir=data_dir, domain='mars')
   assert not os.path.exists(os.path.join(data_dir, 'synthetic_fundus', 'mars-s128-n200x50-seed0'))
 
 
 def test_unknown_split_lists_available(data_dir):
-  with pytest.raises(ValueError, match=r"synthetic_fundus split='validation': expected one of \['test', 'train'\]"):
+  with pytest.raises(
+    ValueError, match=r"synthetic_fundus split='validation': expected one of \['test', 'train'\]"
+  ):
     registry.load_source('synthetic_fundus', 'validation', data_dir=data_dir, **KW)
 
 

@@ -100,7 +100,9 @@ def test_deterministic(by_angle, tmp_path):
 def test_make_config():
   assert rd.RotatedDigits.make_config(angle=45, image_size=32).name == 'rot45-s32'
   assert rd.RotatedDigits.make_config().name == 'rot0-s28'
-  with pytest.raises(ValueError, match=r"rotated_digits.angle=20: expected.*\[0, 15, 30, 45, 60, 75\]"):
+  with pytest.raises(
+    ValueError, match=r'rotated_digits.angle=20: expected.*\[0, 15, 30, 45, 60, 75\]'
+  ):
     rd.RotatedDigits.make_config(angle=20)
   with pytest.raises(ValueError, match=r"config key='domain': expected a key of this builder"):
     rd.RotatedDigits.make_config(domain='rot30')

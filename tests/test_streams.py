@@ -85,7 +85,9 @@ def test_validation():
     streams.make_stream('shuffled', images, labels, batch_size=2)
   with pytest.raises(ValueError, match='alpha'):
     streams.make_stream('dirichlet', images, labels, batch_size=2, alpha=0.0)
-  with pytest.raises(ValueError, match=r'len\(labels\), len\(domains\)=\(3, 200\): expected len\(images\) = 200 each'):
+  with pytest.raises(
+    ValueError, match=r'len\(labels\), len\(domains\)=\(3, 200\): expected len\(images\) = 200 each'
+  ):
     streams.make_stream('iid', images, labels[:3], batch_size=2)
   with pytest.raises(ValueError, match='mixed'):
     streams.make_stream('mixed', images, labels, np.full(200, 'a'), batch_size=2)

@@ -157,11 +157,15 @@ def test_make_config_validation_and_names():
   c = sf.SyntheticFundus.make_config(domain='camera_b', image_size=64, num_train=200, num_test=50)
   assert c.name == 'camera_b-s64-n200x50-seed0' and str(c.version) == '1.0.0'
   assert sf.SyntheticFundus.make_config().name == 'source-s128-n200x50-seed0'
-  with pytest.raises(ValueError, match=r"synthetic_fundus.domain='camera_z': expected one of.*camera_b"):
+  with pytest.raises(
+    ValueError, match=r"synthetic_fundus.domain='camera_z': expected one of.*camera_b"
+  ):
     sf.SyntheticFundus.make_config(domain='camera_z')
-  with pytest.raises(ValueError, match=r"synthetic_fundus.image_size=8: expected an integer"):
+  with pytest.raises(ValueError, match=r'synthetic_fundus.image_size=8: expected an integer'):
     sf.SyntheticFundus.make_config(image_size=8)
-  with pytest.raises(ValueError, match=r"synthetic_fundus.num_train=0: expected"):
+  with pytest.raises(ValueError, match=r'synthetic_fundus.num_train=0: expected'):
     sf.SyntheticFundus.make_config(num_train=0)
-  with pytest.raises(ValueError, match=r"config key='size': expected a key of this builder, one of"):
+  with pytest.raises(
+    ValueError, match=r"config key='size': expected a key of this builder, one of"
+  ):
     sf.SyntheticFundus.make_config(size=32)
