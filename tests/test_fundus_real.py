@@ -10,7 +10,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from yiplearn.data import fundus_real as fr
-from yiplearn.data.fundus_real import DrishtiGs1, RimOneDl
+from yiplearn.data.drishti_gs1 import DrishtiGs1
+from yiplearn.data.fundus_real import RimOneDl
 
 H, W = 64, 80
 

@@ -39,6 +39,13 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from yiplearn.data import manual
+from yiplearn.data.fundus_crop import (  # noqa: F401  (re-exported: the builders' crop)
+  crop_padded,
+  disc_centred_crop,
+  disc_crop_box,
+  three_class_mask,
+  vertical_cup_to_disc,
+)
 
 tfds.disable_progress_bar()
 
@@ -77,77 +84,6 @@ def _make(
 
 # ---------------------------------------------------------------------------------------------
 # Pure numpy geometry (tested directly).
-
-
-def three_class_mask(disc: np.ndarray, cup: np.ndarray) -> np.ndarray:
-  """(H, W) bool disc and cup -> uint8 (H, W): 0 background, 1 rim, 2 cup (cup := cup & disc)."""
-  disc = np.asarray(disc, bool)
-  cup = np.asarray(cup, bool) & disc
-  return (disc.astype(np.uint8) + cup.astype(np.uint8)).astype(np.uint8)
-
-
-def disc_crop_box(disc: np.ndarray, crop_scale: float) -> tuple[int, int, int]:
-  """Square crop (row0, col0, side) centred on the disc's bounding box.
-
-  Args:
-    disc: (H, W) bool, non-empty.
-    crop_scale: side = round(crop_scale * max(box height, box width)), at least 1.
-
-  Returns:
-    (row0, col0, side) in pixel coordinates; may extend beyond the image.
-  """
-  rows = np.flatnonzero(np.any(disc, axis=1))
-  cols = np.flatnonzero(np.any(disc, axis=0))
-  if rows.size == 0:
-    raise ValueError('disc mask is empty; expected at least one disc pixel')
-  r_lo, r_hi, c_lo, c_hi = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-  side = max(1, int(round(crop_scale * max(r_hi - r_lo, c_hi - c_lo))))
-  row0 = int(np.floor((r_lo + r_hi) / 2.0 - side / 2.0 + 0.5))
-  col0 = int(np.floor((c_lo + c_hi) / 2.0 - side / 2.0 + 0.5))
-  return row0, col0, side
-
-
-def crop_padded(x: np.ndarray, row0: int, col0: int, side: int) -> np.ndarray:
-  """``x[row0:row0+side, col0:col0+side]`` with zeros where the window leaves the array."""
-  h, w = x.shape[:2]
-  out = np.zeros((side, side) + x.shape[2:], x.dtype)
-  r_a, r_b = max(row0, 0), min(row0 + side, h)
-  c_a, c_b = max(col0, 0), min(col0 + side, w)
-  if r_a < r_b and c_a < c_b:
-    out[r_a - row0 : r_b - row0, c_a - col0 : c_b - col0] = x[r_a:r_b, c_a:c_b]
-  return out
-
-
-def vertical_cup_to_disc(disc: np.ndarray, cup: np.ndarray) -> float:
-  """Vertical cup diameter / vertical disc diameter (rows spanned); 0 if the cup is empty."""
-  d = np.flatnonzero(np.any(disc, axis=1))
-  c = np.flatnonzero(np.any(np.asarray(cup, bool) & np.asarray(disc, bool), axis=1))
-  if d.size == 0 or c.size == 0:
-    return 0.0
-  return float(c[-1] - c[0] + 1) / float(d[-1] - d[0] + 1)
-
-
-def disc_centred_crop(
-  image: np.ndarray, disc: np.ndarray, cup: np.ndarray, image_size: int, crop_scale: float
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
-  """Crops and resizes one fundus image around its optic disc.
-
-  Args:
-    image: uint8 (H, W, 3). disc, cup: bool (H, W). image_size: output side S.
-    crop_scale: crop side in disc diameters.
-
-  Returns:
-    (image uint8 (S, S, 3), mask uint8 (S, S) in {0, 1, 2}, crop box (row0, col0, side)).
-  """
-  from PIL import Image  # Local import: only needed when building.
-
-  box = disc_crop_box(disc, crop_scale)
-  img = crop_padded(image, *box)
-  mask = crop_padded(three_class_mask(disc, cup), *box)
-  size = (image_size, image_size)
-  img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
-  mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
-  return img.astype(np.uint8), mask.astype(np.uint8), box
 
 
 def _read_binary(path: pathlib.Path) -> np.ndarray:
@@ -435,108 +371,5 @@ class RimOneDl(_FundusBuilder):
             domain=hospital or release or 'rimone_dl',
           ),
         )
-      )
-    return items
-
-
-# ---------------------------------------------------------------------------------------------
-# Drishti-GS1.
-
-DRISHTI_DOWNLOAD = (
-  'Drishti-GS1 (Drishti-GS1_files, and the separately released test ground '
-  'truth, http://cvit.iiit.ac.in/projects/mip/drishti-gs/mip-dataset2/Home.php)'
-)
-_DRISHTI_IMAGE_RE = re.compile(r'^(drishtiGS_\d+)\.png$', re.IGNORECASE)
-_DRISHTI_SOFT_RE = re.compile(r'^(drishtiGS_\d+)_(ODseg|cupseg)Softmap\.png$', re.IGNORECASE)
-
-
-class DrishtiGs1(_FundusBuilder):
-  """Drishti-GS1: 101 fundus images (50 train, 51 test) with soft disc/cup maps.
-
-  Masks are the ``SoftMap`` images (levels = share of experts marking the pixel), binarised by
-  majority (>= 128). Splits ``train``/``test`` from the ``Training``/``Test`` folder holding the
-  image. Images whose soft maps are absent (the official test GT was released separately) are
-  skipped with a logged warning. ``label`` is -1 (the diagnosis is only in a spreadsheet).
-  """
-
-  name = 'drishti_gs1'
-  code_path = manual.code_path_property(__file__)
-  DESCRIPTION = 'Drishti-GS1 fundus images with majority-vote optic disc and cup masks.'
-  HOMEPAGE = 'http://cvit.iiit.ac.in/projects/mip/drishti-gs/mip-dataset2/Home.php'
-  CITATION = (
-    'Sivaswamy, Krishnadas, Chakravarty, Joshi, Ujjwal, Syed. A comprehensive '
-    'retinal image dataset for the assessment of glaucoma from the optic nerve head '
-    'analysis. JSM Biomedical Imaging Data Papers 2(1), 2015.'
-  )
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    f'Download {DRISHTI_DOWNLOAD} and unpack anywhere below manual_dir; files are found by '
-    'name (drishtiGS_NNN.png under Training/ or Test/, drishtiGS_NNN_ODsegSoftmap.png, '
-    'drishtiGS_NNN_cupsegSoftmap.png).'
-  )
-
-  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
-    root = manual.resolve_manual_dir(
-      dl_manager, dataset=self.name, download=DRISHTI_DOWNLOAD, pattern='drishtiGS_*.png'
-    )
-    items = self.scan(root)
-    split_of = {'train': [], 'test': []}
-    for it in items:
-      split_of[it.fields['partition']].append(it.id)
-    return self._splits_from_items(items, split_of)
-
-  @classmethod
-  def scan(cls, root: pathlib.Path) -> list[_Item]:
-    """Finds Drishti-GS1 images below ``root`` that have both soft maps (sorted by id)."""
-    files = manual.list_files(root)
-    images: dict[str, pathlib.Path] = {}
-    soft: dict[str, dict[str, pathlib.Path]] = {}
-    for f in files:
-      m = _DRISHTI_IMAGE_RE.match(f.name)
-      if m and _has_part(f, 'training', 'train', 'test'):
-        images.setdefault(m.group(1), f)
-      m = _DRISHTI_SOFT_RE.match(f.name)
-      if m:
-        soft.setdefault(m.group(1), {}).setdefault(m.group(2).lower(), f)
-    if not images:
-      raise manual.missing_error(
-        dataset=cls.name,
-        download=DRISHTI_DOWNLOAD,
-        manual_dir=root,
-        pattern='drishtiGS_*.png',
-        detail='(images are expected below a Training/ or Test/ folder)',
-      )
-    items, missing = [], []
-    for stem in sorted(images):
-      maps = soft.get(stem, {})
-      if 'odseg' not in maps or 'cupseg' not in maps:
-        missing.append(stem)
-        continue
-      partition = (
-        'test' if _has_part(images[stem], 'training', 'train', 'test') == 'test' else 'train'
-      )
-      items.append(
-        _Item(
-          id=stem,
-          image=images[stem],
-          disc=maps['odseg'],
-          cup=maps['cupseg'],
-          fields=dict(partition=partition, domain='drishti_gs1'),
-        )
-      )
-    if missing:
-      logging.warning(
-        '%s: %d images without SoftMap ground truth skipped (e.g. %s); the test '
-        'GT is released separately',
-        cls.name,
-        len(missing),
-        missing[:3],
-      )
-    if not items:
-      raise manual.missing_error(
-        dataset=cls.name,
-        download=DRISHTI_DOWNLOAD,
-        manual_dir=root,
-        pattern='drishtiGS_*_ODsegSoftmap.png',
-        detail='(images found but no soft-map ground truth)',
       )
     return items

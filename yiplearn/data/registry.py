@@ -32,7 +32,7 @@ _BUILDERS: dict[str, str] = {
   'rotated_digits': 'yiplearn.data.rotated_digits:RotatedDigits',
   'lgg_kaggle_3m': 'yiplearn.data.lgg:LggKaggle3m',
   'rimone_dl': 'yiplearn.data.fundus_real:RimOneDl',
-  'drishti_gs1': 'yiplearn.data.fundus_real:DrishtiGs1',
+  'drishti_gs1': 'yiplearn.data.drishti_gs1:DrishtiGs1',
 }
 
 
