@@ -8,24 +8,9 @@ from __future__ import annotations
 
 import ml_collections
 
-ALL_METHODS = [
-  'experts',
-  'mean',
-  'task_arithmetic',
-  'ties',
-  'dare',
-  'fisher',
-  'ensemble_mean',
-  'ensemble_entropy',
-  'adamerging_task',
-  'adamerging_layer',
-  'tent',
-  'eam',
-  'eam_coupled',
-  'eam_argmin',
-  'eam_marginal',
-  'eam_bnbatch',
-]
+from yiplearn.experiments import merge_methods
+
+ALL_METHODS = merge_methods.KNOWN  # every method merge_methods.build knows, in its order
 QUICK_METHODS = [
   'experts',
   'mean',
