@@ -204,11 +204,12 @@ def test_click_before_an_image_is_open_busy_and_capacity(tmp_path):
 
 def test_requests_go_before_queued_background_compilations(tmp_path):
   client, app = _serve(tmp_path)
-  order, gate = [], threading.Event()
+  order, running, gate = [], threading.Event(), threading.Event()
   reset = app.annotator.reset
   app.annotator.reset = lambda **kw: (order.append('reset'), reset(**kw))[1]
-  jobs = [lambda: (gate.wait(60), order.append('warm0')), lambda: order.append('warm1')]
-  app.warm(jobs + [lambda: order.append('warm2')])
+  first = lambda: (running.set(), gate.wait(60), order.append('warm0'))
+  app.warm([first, lambda: order.append('warm1'), lambda: order.append('warm2')])
+  assert running.wait(60)  # the model's thread runs the first compilation, two are queued
   request = threading.Thread(target=lambda: client.post('/api/reset', json={}))
   request.start()
   for _ in range(6000):  # the request is queued behind the running compilation
