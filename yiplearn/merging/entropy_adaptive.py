@@ -10,6 +10,9 @@ Per batch x:
      lambda_enc = sum_j w_j lambda_j, optionally EMA-smoothed across batches;
   3. head: on the merged encoder's features, score head candidates the same way -> lambda_head;
   4. predict x with the single merged model. Forward passes only.
+What a score is (`Scorer`): by default the batch's mean prediction entropy minus gamma times its
+marginal entropy (`entropy_scorer`); `merging.segmentation.pixel_scorer` scores pixel maps, over
+pixels chosen from all J candidates at once (the scorer's `reduce` sees them all).
 BatchNorm statistics (`yiplearn.merging.bn`): the experts' statistics merged with the candidate's
 coefficients normalised to the simplex (`bn_mode='merge'`), re-estimated for every merged candidate on
 fixed source `calibration` images ('recompute', one calibration forward pass per candidate), or the
@@ -18,6 +21,7 @@ batch's own ('batch').
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -54,12 +58,26 @@ class EntropyAdaptiveState(NamedTuple):
   step: jax.Array
 
 
-def _score_fn(model, x, bn_batch: bool, marginal_weight: float):
-  def score(variables):
-    logits = model.head(variables, model.encode(variables, x, train=bn_batch))
-    return entropy_score(logits, marginal_weight)
+class Scorer(NamedTuple):
+  """How candidates are scored (lower is better): `stats(logits)` of one candidate (a pytree), then
+  `reduce(stats)` of the J candidates' stacked stats (leading axis J) -> scores (J,)."""
 
-  return score
+  stats: Callable[[jax.Array], PyTree]
+  reduce: Callable[[PyTree], jax.Array]
+
+
+def entropy_scorer(marginal_weight: float = 0.0) -> Scorer:
+  """mean_i H(p_i) - gamma H(mean_i p_i) of each candidate's logits on its own (`entropy_score`)."""
+  return Scorer(lambda logits: entropy_score(logits, marginal_weight), lambda scores: scores)
+
+
+def _head(model, variables: PyTree, feats: PyTree, train: bool) -> jax.Array:
+  # A head with its own BatchNorm layers (a U-Net's decoder path) runs on batch statistics too.
+  return model.head(variables, feats, train=True) if train else model.head(variables, feats)
+
+
+def _map(fn, xs: jax.Array, chunk_size: int):
+  return jax.lax.map(fn, xs, batch_size=min(chunk_size, xs.shape[0]))
 
 
 def score_candidates(
@@ -77,6 +95,7 @@ def score_candidates(
   chunk_size: int = 8,
   mesh: Mesh | None = None,
   calibration: jax.Array | None = None,
+  scorer: Scorer | None = None,
 ) -> jax.Array:
   """Entropy score (J,) of every candidate `cands` (J, K) for the encoder (vmapped, chunked).
 
@@ -84,27 +103,30 @@ def score_candidates(
   model at lambda_j, as used for the entropy landscape). Forward passes only. With a `mesh` of
   several devices the candidates are split over its first axis (padded to a multiple of its size,
   `parallel.shard_vmapped`); each device scores its block in chunks of `chunk_size`.
-  `calibration`: source images for `bn_mode='recompute'`.
+  `calibration`: source images for `bn_mode='recompute'`; `scorer`: default
+  `entropy_scorer(marginal_weight)`.
   """
+  scorer = scorer or entropy_scorer(marginal_weight)
   head_b, enc_b = tr.partition(base, head_predicate)
   head_t, enc_t = tr.partition(tau, head_predicate)
   bn_batch = bn_mode == 'batch'
   prepare = bn.prepare_fn(model, bn_mode, calibration)
-  fixed_head = None if head_lam is None else tr.merge(head_b, head_t, scale * head_lam)
+  fixed_head = None
+  if head_lam is not None:
+    fixed_head = tr.merge(head_b, head_t, bn.merge_coefficients(head_b, scale * head_lam))
 
-  def score_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands):
-    score = _score_fn(model, x, bn_batch, marginal_weight)
-
+  def stats_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands):
     def one(lam):
       enc = tr.merge(enc_b, enc_t, bn.merge_coefficients(enc_b, scale * lam))
-      head = tr.merge(head_b, head_t, scale * lam) if fixed_head is None else fixed_head
-      return score(prepare(tr.combine(enc, head)))
+      head = tr.merge(head_b, head_t, bn.merge_coefficients(head_b, scale * lam))
+      v = prepare(tr.combine(enc, head if fixed_head is None else fixed_head))
+      return scorer.stats(_head(model, v, model.encode(v, x, train=bn_batch), bn_batch))
 
-    return jax.lax.map(one, cands, batch_size=min(chunk_size, cands.shape[0]))
+    return _map(one, cands, chunk_size)
 
   if mesh is not None:
-    score_block = parallel.shard_vmapped(score_block, mesh, (None,) * 6 + (0,))
-  return score_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands)
+    stats_block = parallel.shard_vmapped(stats_block, mesh, (None,) * 6 + (0,))
+  return scorer.reduce(stats_block(enc_b, enc_t, head_b, head_t, fixed_head, x, cands))
 
 
 def entropy_adaptive(
@@ -127,6 +149,7 @@ def entropy_adaptive(
   seed: int = 0,
   mesh: Mesh | None = None,
   calibration: jax.Array | None = None,
+  scorer: Scorer | None = None,
 ) -> OnlineMethod:
   """Entropy-adaptive online merging as an (init, update) pair; see the module docstring.
 
@@ -139,9 +162,12 @@ def entropy_adaptive(
     ema: beta in lambda_t = beta lambda_{t-1} + (1 - beta) lambda_batch (0 = no smoothing).
     score_head: head used while scoring encoder candidates: 'previous' (previous batch's
       lambda_head, uniform at the start) or 'same' (the candidate itself).
-    decouple_head: False uses lambda_head = lambda_enc (no separate head search).
+    decouple_head: False = one coefficient vector for the whole model: full-model candidates
+      (`score_head` is then 'same') and lambda_head = lambda_enc.
+    head_predicate: the head's leaves (for a U-Net, `merging.segmentation.decoder_predicate`).
     mesh: split the encoder candidates over this mesh's first axis (None or one device: not split).
     bn_mode, calibration: BatchNorm statistics, see the module docstring and `merging.bn`.
+    scorer: how candidates are scored (default `entropy_scorer(marginal_weight)`).
   """
   check('num_experts', num_experts, num_experts >= 2, '>= 2 (one expert leaves nothing to merge)')
   check('temperature', temperature, temperature >= 0, '>= 0')
@@ -164,6 +190,8 @@ def entropy_adaptive(
   fixed = jnp.asarray(candidates)
   bn_batch = bn_mode == 'batch'
   prepare = bn.prepare_fn(model, bn_mode, calibration)
+  scorer = scorer or entropy_scorer(marginal_weight)
+  same_head = score_head == 'same' or not decouple_head
 
   def all_cands(center):
     if refine_radius > 0:
@@ -200,31 +228,38 @@ def entropy_adaptive(
       x,
       cands_e,
       scale=scale,
-      head_lam=state.lam_head if score_head == 'previous' else None,
+      head_lam=None if same_head else state.lam_head,
       head_predicate=head_predicate,
       bn_mode=bn_mode,
-      marginal_weight=marginal_weight,
       chunk_size=chunk_size,
       mesh=mesh,
       calibration=calibration,
+      scorer=scorer,
     )
     lam_enc = choose(h_enc, cands_e, state.lam_enc, state.step)
     enc = tr.merge(enc_b, enc_t, bn.merge_coefficients(enc_b, scale * lam_enc))
     feats = model.encode(prepare(tr.combine(enc, head_b)), x, train=bn_batch)
+    # A head with statistics of its own (a U-Net's decoder path) gets them re-estimated too.
+    head_has_stats = any(bn.is_stat(p) for p, _ in jax.tree_util.tree_leaves_with_path(head_b))
+    prepare_head = prepare if head_has_stats else (lambda v: v)
+
+    def head_at(lam):
+      head = tr.merge(head_b, head_t, bn.merge_coefficients(head_b, scale * lam))
+      return prepare_head(tr.combine(enc, head))
+
     # 3. head coefficients on the merged encoder's features.
     if decouple_head:
       cands_h = all_cands(state.lam_head)
 
-      def head_score(lam):
-        v = tr.combine(enc, tr.merge(head_b, head_t, scale * lam))
-        return entropy_score(model.head(v, feats), marginal_weight)
+      def head_stats(lam):
+        return scorer.stats(_head(model, head_at(lam), feats, bn_batch))
 
-      h_head = jax.lax.map(head_score, cands_h, batch_size=min(chunk_size, cands_h.shape[0]))
+      h_head = scorer.reduce(_map(head_stats, cands_h, chunk_size))
       lam_head = choose(h_head, cands_h, state.lam_head, state.step)
     else:
       h_head, lam_head = h_enc, lam_enc
     # 4. predict with the single merged model.
-    logits = model.head(tr.combine(enc, tr.merge(head_b, head_t, scale * lam_head)), feats)
+    logits = _head(model, head_at(lam_head), feats, bn_batch)
     new_state = EntropyAdaptiveState(state.base, state.tau, lam_enc, lam_head, state.step + 1)
     info = {
       'lam_enc': lam_enc,

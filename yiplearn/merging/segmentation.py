@@ -9,10 +9,10 @@
   foreground (background dominates the mean); optionally minus `marginal_weight` times the entropy
   of the batch's mean predicted class distribution (its foreground fraction), against collapse to
   background.
-* `entropy_adaptive`: per batch, encoder-path candidates (the decoder at the previous batch's
+* `entropy_adaptive`: `merging.entropy_adaptive` with the decoder path as the head and
+  `pixel_scorer`: per batch, encoder-path candidates (the decoder at the previous batch's
   coefficients) and then decoder-path candidates on the merged encoder's features, vmapped in
-  chunks (`lax.map`); weights softmax(-H / T); forward passes only. Its state is the classification
-  method's `EntropyAdaptiveState` (`lam_head` holds the decoder coefficients).
+  chunks (`lax.map`); forward passes only; `lam_head` of its state holds the decoder coefficients.
 * `evaluate_candidates`: entropy score and Dice of every full-model candidate (labels used only for
   this diagnostic: the best candidate by Dice against entropy's choice, the landscapes).
 * `diagonal_fisher`: the Fisher of the per-image log-likelihood (pixels independent, labels sampled
@@ -30,16 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from yiplearn import errors, metrics
-from yiplearn.merging import candidates as cand_lib
+from yiplearn.merging import entropy_adaptive as ea
 from yiplearn.merging import static
 from yiplearn.merging import tree as tr
-from yiplearn.merging.online import (
-  BN_MODES,
-  EntropyAdaptiveState,
-  OnlineMethod,
-  candidate_weights,
-  entropy,
-)
+from yiplearn.merging.protocol import OnlineMethod, entropy
 from yiplearn.models import unet as unet_lib
 
 PyTree = Any
@@ -49,10 +43,6 @@ SCORINGS = ('mean', 'foreground')
 def _check(field: str, value: Any, ok: bool, expected: str) -> None:
   if not ok:
     raise errors.invalid(field, value, expected)
-
-
-def _copy(tree: PyTree) -> PyTree:
-  return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,125 +183,44 @@ def dice(logits: jax.Array, labels: jax.Array) -> jax.Array:
   )
 
 
-def _map(fn, xs, chunk_size):
-  return jax.lax.map(fn, xs, batch_size=min(chunk_size, xs.shape[0]))
+def pixel_scorer(scoring: str = 'mean', marginal_weight: float = 0.0) -> ea.Scorer:
+  """The `merging.entropy_adaptive.Scorer` of pixel maps: `pixel_stats`, then `scores_from_stats`."""
+  _check('scoring', scoring, scoring in SCORINGS, f'one of {SCORINGS}')
+  return ea.Scorer(pixel_stats, lambda stats: scores_from_stats(stats, scoring, marginal_weight))
 
 
 def entropy_adaptive(
   model: SegmentationModel,
   num_experts: int,
   *,
-  candidates: np.ndarray | None = None,
-  grid_resolution: int | None = None,
-  num_random: int = 0,
-  temperature: float = 0.05,
   scoring: str = 'mean',
   marginal_weight: float = 0.0,
-  scale: float = 1.0,
-  refine_radius: float = 0.0,
-  ema: float = 0.0,
-  bn_mode: str = 'merge',
   score_decoder: str = 'previous',
   decouple: bool = True,
-  chunk_size: int = 8,
-  seed: int = 0,
   decoder: tr.PathPredicate | None = None,
+  **kwargs,
 ) -> OnlineMethod:
-  """Entropy-adaptive merging of segmentation experts, decoupled encoder / decoder paths.
+  """Entropy-adaptive merging of segmentation experts, decoupled encoder / decoder paths:
+  `merging.entropy_adaptive` with the decoder path as its head and pixel-entropy scores.
 
   Args:
-    candidates: fixed candidate set (J, K); default `candidates.make_candidates(K, ...)`.
-    temperature: T of w = softmax(-H / T) over candidates; 0 = argmin.
     scoring: 'mean' or 'foreground' (see `scores_from_stats`); marginal_weight: gamma.
-    scale, refine_radius, ema, bn_mode: as in `merging.entropy_adaptive`.
     score_decoder: decoder used while scoring encoder candidates: 'previous' (the previous batch's
       decoder coefficients, uniform at the start) or 'same' (the candidate itself).
     decouple: False = one coefficient vector for the whole model (full-model candidates).
     decoder: predicate of the decoder-path leaves (default `decoder_predicate(model.depth)`).
+    **kwargs: the other arguments of `merging.entropy_adaptive.entropy_adaptive` (candidates,
+      temperature, scale, refine_radius, ema, bn_mode, calibration, chunk_size, mesh, ...).
   """
-  _check('num_experts', num_experts, num_experts >= 2, '>= 2 (one expert leaves nothing to merge)')
-  _check('temperature', temperature, temperature >= 0, '>= 0')
-  _check('scoring', scoring, scoring in SCORINGS, f'one of {SCORINGS}')
-  _check('ema', ema, 0 <= ema < 1, 'a value in [0, 1)')
-  _check('refine_radius', refine_radius, 0 <= refine_radius <= 1, 'a value in [0, 1]')
-  _check('bn_mode', bn_mode, bn_mode in BN_MODES, f'one of {BN_MODES}')
-  _check('score_decoder', score_decoder, score_decoder in ('previous', 'same'), 'previous or same')
-  _check('chunk_size', chunk_size, chunk_size >= 1, '>= 1')
-  if candidates is None:
-    candidates = cand_lib.make_candidates(
-      num_experts, grid_resolution=grid_resolution, num_random=num_random, seed=seed
-    )
-  candidates = np.asarray(candidates, np.float32)
-  _check(
-    'candidates.shape',
-    candidates.shape,
-    candidates.ndim == 2 and candidates.shape[1] == num_experts,
-    f'(J, {num_experts})',
+  return ea.entropy_adaptive(
+    model,
+    num_experts,
+    scorer=pixel_scorer(scoring, marginal_weight),
+    score_head=score_decoder,
+    decouple_head=decouple,
+    head_predicate=decoder if decoder is not None else decoder_predicate(model.depth),
+    **kwargs,
   )
-  fixed = jnp.asarray(candidates)
-  train = bn_mode == 'batch'
-  is_dec = decoder if decoder is not None else decoder_predicate(model.depth)
-
-  def all_cands(center):
-    if refine_radius > 0:
-      return jnp.concatenate([fixed, cand_lib.refine(center, refine_radius)], 0)
-    return fixed
-
-  def choose(scores, cands, prev, step):
-    lam = candidate_weights(scores, temperature) @ cands
-    if ema > 0:
-      lam = jnp.where(step > 0, ema * prev + (1 - ema) * lam, lam)
-    return lam
-
-  def init(experts: PyTree, base: PyTree) -> EntropyAdaptiveState:
-    k = tr.num_experts(experts)
-    _check('experts (leading axis)', k, k == num_experts, f'{num_experts} experts')
-    uniform = lambda: jnp.full((num_experts,), 1.0 / num_experts, jnp.float32)
-    return EntropyAdaptiveState(
-      _copy(base), tr.task_vectors(experts, base), uniform(), uniform(), jnp.zeros((), jnp.int32)
-    )
-
-  def update(state: EntropyAdaptiveState, x: jax.Array):
-    dec_b, enc_b = tr.partition(state.base, is_dec)
-    dec_t, enc_t = tr.partition(state.tau, is_dec)
-    prev_dec = tr.merge(dec_b, dec_t, scale * state.lam_head)
-    same = score_decoder == 'same' or not decouple
-
-    def enc_stats(lam):
-      enc = tr.merge(enc_b, enc_t, scale * lam)
-      dec = tr.merge(dec_b, dec_t, scale * lam) if same else prev_dec
-      v = tr.combine(enc, dec)
-      return pixel_stats(model.head(v, model.encode(v, x, train=train), train=train))
-
-    cands_e = all_cands(state.lam_enc)
-    h_enc = scores_from_stats(_map(enc_stats, cands_e, chunk_size), scoring, marginal_weight)
-    lam_enc = choose(h_enc, cands_e, state.lam_enc, state.step)
-    enc = tr.merge(enc_b, enc_t, scale * lam_enc)
-    feats = model.encode(tr.combine(enc, dec_b), x, train=train)
-    if decouple:
-
-      def dec_stats(lam):
-        v = tr.combine(enc, tr.merge(dec_b, dec_t, scale * lam))
-        return pixel_stats(model.head(v, feats, train=train))
-
-      cands_d = all_cands(state.lam_head)
-      h_dec = scores_from_stats(_map(dec_stats, cands_d, chunk_size), scoring, marginal_weight)
-      lam_dec = choose(h_dec, cands_d, state.lam_head, state.step)
-    else:
-      h_dec, lam_dec = h_enc, lam_enc
-    v = tr.combine(enc, tr.merge(dec_b, dec_t, scale * lam_dec))
-    logits = model.head(v, feats, train=train)
-    new_state = EntropyAdaptiveState(state.base, state.tau, lam_enc, lam_dec, state.step + 1)
-    info = {
-      'lam_enc': lam_enc,
-      'lam_head': lam_dec,
-      'enc_scores': h_enc,
-      'head_scores': h_dec,
-      'entropy': jnp.mean(entropy(logits)),
-    }
-    return new_state, logits, info
-
-  return OnlineMethod(init, update)
 
 
 def evaluate_candidates(
@@ -336,7 +245,7 @@ def evaluate_candidates(
       out['dice'] = jnp.mean(dice(logits, labels))
     return out
 
-  stats = _map(one, cands, chunk_size)
+  stats = jax.lax.map(one, cands, batch_size=min(chunk_size, cands.shape[0]))
   out = {'score': scores_from_stats(stats, scoring, marginal_weight)}
   if labels is not None:
     out['dice'] = stats['dice']

@@ -80,8 +80,9 @@ class Classifier:
     new_vars['batch_stats'] = {'encoder': upd['batch_stats']}
     return feats, new_vars
 
-  def head(self, variables: Variables, feats: jax.Array) -> jax.Array:
-    """Logits (B, num_classes) float32 from features (B, D)."""
+  def head(self, variables: Variables, feats: jax.Array, train: bool = False) -> jax.Array:
+    """Logits (B, num_classes) float32 from features (B, D) (`train`: the Dense head has no
+    statistics; accepted for heads that do, such as a U-Net's decoder path)."""
     return self.head_module.apply({'params': variables['params']['head']}, feats)
 
   def apply(self, variables: Variables, x: jax.Array, train: bool = False) -> jax.Array:
