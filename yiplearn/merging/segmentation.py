@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,40 +64,16 @@ class SegmentationModel:
     return self.unet.init(key, x)
 
   def apply(self, variables: PyTree, x: jax.Array, train: bool = False) -> jax.Array:
-    return self.head(variables, self.encode(variables, x, train=train))
+    return self.head(variables, self.encode(variables, x, train=train), train=train)
 
-  def _block(self, index: int, width: int):
-    u = self.unet
-    grads = 'xla' if u.conv_grads == 'auto' else u.conv_grads
-    return unet_lib._Block(  # pylint: disable=protected-access
-      width, u.norm, u.dtype, grads, u.conv_bias, u.norm_eps
-    )
-
-  @staticmethod
-  def _sub(variables: PyTree, name: str) -> PyTree:
-    return {c: variables[c][name] for c in variables if name in variables[c]}
-
-  def _run_block(self, variables, index, width, x, train):
-    sub = self._sub(variables, f'_Block_{index}')
-    if train and 'batch_stats' in sub:
-      return self._block(index, width).apply(sub, x, True, mutable=['batch_stats'])[0]
-    return self._block(index, width).apply(sub, x, train)
+  def _part(self, variables: PyTree, x: Any, train: bool, part: str) -> Any:
+    if train and 'batch_stats' in variables:
+      return self.unet.apply(variables, x, True, part=part, mutable=['batch_stats'])[0]
+    return self.unet.apply(variables, x, train, part=part)
 
   def encode(self, variables: PyTree, x: jax.Array, train: bool = False) -> PyTree:
     """{'skips': per-level features, 'bottleneck': ..., 'size': (0, H, W) marker of the input size}."""
-    n, h, w, _ = x.shape
-    m = 2**self.depth
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-      x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
-    x = x.astype(self.unet.dtype)
-    skips = []
-    for i, width in enumerate(self.unet.widths):
-      x = self._run_block(variables, i, width, x, train)
-      skips.append(x)
-      x = unet_lib._max_pool_2x2(x)  # pylint: disable=protected-access
-    x = self._run_block(variables, self.depth, self.unet.bottleneck, x, train)
-    return {'skips': tuple(skips), 'bottleneck': x, 'size': jnp.zeros((0, h, w), jnp.float32)}
+    return self._part(variables, x, train, 'encoder')
 
   def encode_with_updates(self, variables: PyTree, x: jax.Array) -> tuple[PyTree, PyTree]:
     """Training-mode features and the variables (BatchNorm statistics updated by the full model)."""
@@ -109,16 +84,7 @@ class SegmentationModel:
 
   def head(self, variables: PyTree, feats: PyTree, train: bool = False) -> jax.Array:
     """Logits (B, H, W, C) float32 of the decoder path on `encode`'s features."""
-    x = feats['bottleneck']
-    for j, (width, skip) in enumerate(zip(reversed(self.unet.widths), reversed(feats['skips']))):
-      up = unet_lib._UpConv(width, self.unet.dtype)  # pylint: disable=protected-access
-      x = up.apply({'params': variables['params'][f'ConvTranspose_{j}']}, x)
-      x = jnp.concatenate([x, skip], axis=-1)
-      x = self._run_block(variables, self.depth + 1 + j, width, x, train)
-    conv = nn.Conv(self.num_classes, (1, 1), dtype=self.unet.dtype)
-    x = conv.apply({'params': variables['params']['Conv_0']}, x)
-    _, h, w = feats['size'].shape
-    return x[:, :h, :w, :].astype(jnp.float32)
+    return self._part(variables, feats, train, 'decoder')
 
 
 def decoder_names(depth: int) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ __all__ = ['UNet', 'NORMS', 'CONV_GRADS', 'conv3x3']
 
 NORMS = ('instance', 'group', 'batch', 'none')
 CONV_GRADS = ('auto', 'xla', 'matmul')
+PARTS = ('all', 'encoder', 'decoder')
 
 
 def _num_groups(channels: int, max_groups: int = 8) -> int:
@@ -197,7 +198,10 @@ class UNet(nn.Module):
       1e-5 = PyTorch's InstanceNorm2d, as in the released code.
 
   Call: ``x (N, H, W, Cin)`` float -> logits ``(N, H, W, K)`` float32. ``train`` only matters for 'batch'.
-  ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'.
+  ``apply(params, x)`` needs no mutable collections for 'instance', 'group' and 'none'. ``part``
+  runs one path: 'encoder' (x -> features ``{'skips', 'bottleneck', 'size'}``, 'size' a (0, H, W)
+  marker of the input size) or 'decoder' (those features -> logits); 'all' [default] is both.
+  Each path reads only its own variables (the decoder: up-convolutions, up blocks, the 1x1 head).
   """
 
   num_classes: int
@@ -210,7 +214,7 @@ class UNet(nn.Module):
   norm_eps: float | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: Any, train: bool = False, part: str = 'all') -> Any:
     if self.norm not in NORMS:
       raise errors.invalid('norm', self.norm, f'one of {NORMS}')
     if self.conv_grads not in CONV_GRADS:
@@ -226,27 +230,47 @@ class UNet(nn.Module):
       )
     if self.norm_eps is not None and not self.norm_eps > 0:
       raise errors.invalid('norm_eps', self.norm_eps, 'None or > 0')
-    if x.ndim != 4:
-      raise errors.invalid('x.shape', tuple(x.shape), '(N, H, W, C)')
-    n, h, w, _ = x.shape
-    m = 2 ** len(self.widths)
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-      x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
-    x = x.astype(self.dtype)
+    if part not in PARTS:
+      raise errors.invalid('part', part, f'one of {PARTS}')
+    depth = len(self.widths)
 
-    def block(features):
-      return _Block(features, self.norm, self.dtype, grads, self.conv_bias, self.norm_eps)
+    def block(index, features):
+      return _Block(
+        features,
+        self.norm,
+        self.dtype,
+        grads,
+        self.conv_bias,
+        self.norm_eps,
+        name=f'_Block_{index}',
+      )
 
-    skips = []
-    for width in self.widths:
-      x = block(width)(x, train)
-      skips.append(x)
-      x = _max_pool_2x2(x)
-    x = block(self.bottleneck)(x, train)
-    for up_index, (width, skip) in enumerate(zip(reversed(self.widths), reversed(skips))):
+    if part == 'decoder':
+      feats = x
+    else:
+      if x.ndim != 4:
+        raise errors.invalid('x.shape', tuple(x.shape), '(N, H, W, C)')
+      _, h, w, _ = x.shape
+      m = 2**depth
+      ph, pw = (-h) % m, (-w) % m
+      if ph or pw:
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
+      x = x.astype(self.dtype)
+      skips = []
+      for index, width in enumerate(self.widths):
+        x = block(index, width)(x, train)
+        skips.append(x)
+        x = _max_pool_2x2(x)
+      x = block(depth, self.bottleneck)(x, train)
+      feats = {'skips': tuple(skips), 'bottleneck': x, 'size': jnp.zeros((0, h, w), jnp.float32)}
+      if part == 'encoder':
+        return feats
+    x = feats['bottleneck']
+    pairs = zip(reversed(self.widths), reversed(feats['skips']))
+    for up_index, (width, skip) in enumerate(pairs):
       x = _UpConv(width, self.dtype, name=f'ConvTranspose_{up_index}')(x)
       x = jnp.concatenate([x, skip], axis=-1)
-      x = block(width)(x, train)
-    x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
+      x = block(depth + 1 + up_index, width)(x, train)
+    x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='Conv_0')(x)
+    _, h, w = feats['size'].shape
     return x[:, :h, :w, :].astype(jnp.float32)
