@@ -21,7 +21,7 @@ pixel entropy; 'eam_coupled', 'eam_argmin', 'eam_fg' (foreground pixels), 'eam_m
 'eam_fg_marginal').
 
 Writes to the workdir:
-  results/merge_seg_dice.{md,csv,json}     Dice per target x stream x method: mean, std over seeds
+  results/merge_seg_dice.{md,csv,json}     Dice per target x stream x method: mean +- std over seeds
   results/merge_seg_summary.{md,csv,json}  per method x stream: mean over targets, mean +- std over seeds
   results/merge_seg_candidates.{md,csv,json}  the best candidate by Dice per batch against entropy's
       choices (`merge_seg_diagnostics`); results/merge_seg_best_candidate.jsonl per batch
@@ -54,6 +54,7 @@ from yiplearn.experiments import (
   seg_common,
   train_experts,
 )
+from yiplearn.experiments import seeds as seeds_lib
 from yiplearn.io import files, loop, tables
 from yiplearn.merging import segmentation
 from yiplearn.merging import tree as tr
@@ -256,34 +257,27 @@ def run_seed(config: Any, data: dict, num_classes: int, workdir: str) -> tuple[l
   return rows, diag
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-  return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
-
-
 def aggregate(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-  """(per target x stream x method: mean, std over seeds; per method: per stream the mean over
-  targets, then mean +- std over seeds). expert_<d> rows are left out of the summary."""
-  by = collections.defaultdict(list)
+  """(per target x stream x method; per method with one column per stream, the mean over targets),
+  each cell 'mean ± std' over seeds (`seeds.aggregate`). expert_<d> rows are left out of the
+  summary."""
+  by_seed = collections.defaultdict(list)
   for r in rows:
-    by[(r['target'], r['stream'], r['method'])].append(r['dice'])
-  per = []
-  for (t, s, m), v in by.items():
-    mean, std = _mean_std(v)
-    per.append({'target': t, 'stream': s, 'method': m, 'dice': mean, 'std': std, 'seeds': len(v)})
-  seeds = sorted({r['seed'] for r in rows})
-  streams = list(dict.fromkeys(r['stream'] for r in rows))
-  methods = list(dict.fromkeys(r['method'] for r in rows if not r['method'].startswith('expert_')))
-  cell = collections.defaultdict(list)
-  for r in rows:
-    cell[(r['method'], r['stream'], r['seed'])].append(r['dice'])
-  summary = []
-  for m in methods:
-    row = {'method': m}
-    for s in streams:
-      per_seed = [np.mean(cell[(m, s, sd)]) for sd in seeds if cell[(m, s, sd)]]
-      mean, std = _mean_std(per_seed)
-      row[s] = f'{mean:.3f} ± {std:.3f}'
-    summary.append(row)
+    by_seed[r['seed']].append({k: r[k] for k in ('target', 'stream', 'method', 'dice')})
+  per, _ = seeds_lib.aggregate(by_seed, keys=('target', 'stream', 'method'))
+  summaries = {}
+  for seed, seed_rows in by_seed.items():
+    cell = collections.defaultdict(list)
+    for r in seed_rows:
+      if not r['method'].startswith('expert_'):
+        cell[r['method']].append(r)
+    summaries[seed] = []
+    for method, method_rows in cell.items():
+      streams = collections.defaultdict(list)
+      for r in method_rows:
+        streams[r['stream']].append(r['dice'])
+      summaries[seed].append({'method': method, **{k: np.mean(v) for k, v in streams.items()}})
+  summary, _ = seeds_lib.aggregate(summaries, keys=('method',))
   return per, summary
 
 
@@ -313,7 +307,7 @@ def run(config: Any, workdir: str) -> dict:
   tables.write_table(
     os.path.join(res, 'merge_seg_dice'),
     per,
-    title='Online Dice per target, stream and method (mean and std over seeds)',
+    title='Online Dice per target, stream and method, mean ± std over seeds',
   )
   md = tables.write_table(
     os.path.join(res, 'merge_seg_summary'),
