@@ -18,6 +18,7 @@ import ml_collections
 
 from configs import common
 from configs import interactive_common as ic
+from yiplearn.experiments import seg_common
 
 TARGETS = ('camera_b', 'camera_c', 'noisy', 'pathology')
 
@@ -25,22 +26,9 @@ TARGETS = ('camera_b', 'camera_c', 'noisy', 'pathology')
 def _data(
   domain: str, split: str, size: int, n_train: int, n_test: int, quick: bool
 ) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-    {
-      'name': 'synthetic_fundus',
-      'kwargs': {'domain': domain, 'image_size': size, 'num_train': n_train, 'num_test': n_test},
-      'split': split,
-      'val_split': 'test',
-      'manual_dir': '',
-      'sequence': '',
-      'channels': (),
-      'sites': (),
-      'exclude_sites': (),
-      'image_size': 0,
-      'norm': 'unit',
-      'foreground_only': True,
-      'max_images': 8 if quick else 0,
-    }
+  kwargs = {'domain': domain, 'image_size': size, 'num_train': n_train, 'num_test': n_test}
+  return seg_common.data_config(
+    'synthetic_fundus', kwargs=kwargs, split=split, max_images=8 if quick else 0
   )
 
 

@@ -29,28 +29,23 @@ import ml_collections
 
 from configs import common
 from configs import interactive_common as ic
+from yiplearn.experiments import seg_common
 
 SITE_TRAIN = ('DU', 'HT')
 SITE_TEST = ('CS', 'FG', 'EZ')
 
 
 def _data(split: str, sequence: str, size: int, sites=(), quick=False) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-    {
-      'name': 'lgg_kaggle_3m',
-      'kwargs': {'variant': 'all_slices'},
-      'split': split,
-      'val_split': 'validation',
-      'manual_dir': '',
-      'sequence': sequence,
-      'channels': (),
-      'sites': tuple(sites),
-      'exclude_sites': (),
-      'image_size': size,
-      'norm': 'zscore',
-      'foreground_only': True,
-      'max_images': 12 if quick else 0,
-    }
+  return seg_common.data_config(
+    'lgg_kaggle_3m',
+    kwargs={'variant': 'all_slices'},
+    split=split,
+    val_split='validation',
+    sequence=sequence,
+    sites=tuple(sites),
+    image_size=size,
+    norm='zscore',
+    max_images=12 if quick else 0,
   )
 
 

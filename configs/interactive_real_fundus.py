@@ -19,27 +19,18 @@ import ml_collections
 
 from configs import common
 from configs import interactive_common as ic
+from yiplearn.experiments import seg_common
 
 
 def _data(
   name: str, split: str, size: int, manual_dir: str, quick: bool, kwargs=None
 ) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-    {
-      'name': name,
-      'kwargs': kwargs if kwargs is not None else {'image_size': size},
-      'split': split,
-      'val_split': 'test',
-      'manual_dir': manual_dir,
-      'sequence': '',
-      'channels': (),
-      'sites': (),
-      'exclude_sites': (),
-      'image_size': 0,
-      'norm': 'unit',
-      'foreground_only': True,
-      'max_images': 8 if quick else 0,
-    }
+  return seg_common.data_config(
+    name,
+    kwargs=kwargs if kwargs is not None else {'image_size': size},
+    split=split,
+    manual_dir=manual_dir,
+    max_images=8 if quick else 0,
   )
 
 

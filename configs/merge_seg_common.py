@@ -9,26 +9,9 @@ from __future__ import annotations
 import ml_collections
 
 from configs import merge_common
+from yiplearn.experiments import merge_seg
 
-ALL_METHODS = (
-  'experts',
-  'mean',
-  'task_arithmetic',
-  'ties',
-  'dare',
-  'fisher',
-  'ensemble_mean',
-  'ensemble_entropy',
-  'adamerging_task',
-  'adamerging_layer',
-  'tent',
-  'eam',
-  'eam_coupled',
-  'eam_argmin',
-  'eam_fg',
-  'eam_marginal',
-  'eam_fg_marginal',
-)
+ALL_METHODS = merge_seg.KNOWN  # every method merge_seg.build_methods knows, in its order
 QUICK_METHODS = (
   'experts',
   'mean',

@@ -29,6 +29,32 @@ from yiplearn import checks, errors
 from yiplearn.data import prepare, registry
 from yiplearn.models.unet import UNet
 
+DATA_DEFAULTS = dict(
+  kwargs={},
+  split='train',
+  val_split='test',
+  manual_dir='',
+  sequence='',
+  channels=(),
+  sites=(),
+  exclude_sites=(),
+  releases=(),
+  image_size=0,
+  norm='unit',
+  foreground_only=True,
+  max_images=0,
+  data_dir='',
+)
+
+
+def data_config(name: str, **fields: Any) -> ml_collections.ConfigDict:
+  """The `data` sub-config (see the module docstring) of builder `name`: `DATA_DEFAULTS` with
+  `fields` over them (`val_split`: the split pre-training validates on)."""
+  for field in fields:
+    if field not in DATA_DEFAULTS:
+      raise errors.invalid('data field', field, f'one of {sorted(DATA_DEFAULTS)}')
+  return ml_collections.ConfigDict(dict(DATA_DEFAULTS, name=name, **fields))
+
 
 def _default_lgg_dir() -> str:
   here = os.path.dirname(os.path.abspath(__file__))
@@ -156,23 +182,14 @@ EXTRA_TARGET = 'drishti_gs1'  # a further unseen fundus target (data.drishti_dir
 
 def domain_config(cfg: ml_collections.ConfigDict, domain: str) -> ml_collections.ConfigDict:
   """The `load_segmentation` config of one merging domain of `cfg` (see `load_domains`)."""
-  d = ml_collections.ConfigDict(
-    dict(
-      name=cfg.name,
-      manual_dir=cfg.get('manual_dir', ''),
-      kwargs=dict(cfg.get('kwargs', {}) or {}),
-      split='train',
-      sequence='',
-      channels=(),
-      sites=(),
-      exclude_sites=(),
-      releases=(),
-      image_size=int(cfg.image_size),
-      norm=cfg.get('norm', 'zscore'),
-      foreground_only=bool(cfg.get('foreground_only', True)),
-      max_images=0,
-      data_dir=cfg.get('data_dir', ''),
-    )
+  d = data_config(
+    cfg.name,
+    manual_dir=cfg.get('manual_dir', ''),
+    kwargs=dict(cfg.get('kwargs', {}) or {}),
+    image_size=int(cfg.image_size),
+    norm=cfg.get('norm', 'zscore'),
+    foreground_only=bool(cfg.get('foreground_only', True)),
+    data_dir=cfg.get('data_dir', ''),
   )
   if domain == EXTRA_TARGET:
     d.name, d.manual_dir = EXTRA_TARGET, cfg.get('drishti_dir', '')
