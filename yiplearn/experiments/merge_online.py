@@ -23,7 +23,7 @@ Writes to the workdir:
                                          lambda / ensemble weights), batch accuracy, majority domain
   results/partial/<target>.json          finished targets (a restarted run skips them)
   streams/<target>/<method>__<stream>/   checkpoint every `checkpoint_every` batches (merging state,
-                                         batches done, correct, n); `.json` when finished, `.jsonl`
+                                         batches done, sum of hits, n); `.json` when finished, `.jsonl`
                                          its trace (trimmed to the checkpoint on resume). A run killed
                                          at any point and started again ends with the same results.
   plots/entropy_landscape_<target>.png   for K = 3: mean prediction entropy over the simplex (grid of
@@ -88,7 +88,8 @@ def build_streams(config: Any, data: dict, target: str, sources: list[str]) -> d
   return out
 
 
-def _trace_values(info: dict) -> dict:
+def trace_values(info: dict) -> dict:
+  """The merging coefficients / ensemble weights of a method's `info`, rounded, for the trace."""
   out = {}
   for k in ('lam_enc', 'lam_head', 'lam', 'weights'):
     if k in info:
@@ -96,22 +97,29 @@ def _trace_values(info: dict) -> dict:
   return out
 
 
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example hits (B,) float32 of argmax(logits) against labels (B,)."""
+  return (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+
+
 def run_stream(
   update,
   state,
   stream,
   *,
+  metric=accuracy,
+  metric_name: str = 'accuracy',
   trace=None,
   meta=None,
   start: int = 0,
-  correct: int = 0,
+  total: float = 0.0,
   n: int = 0,
   on_batch=None,
 ) -> tuple[float, int]:
-  """Runs `update` over the batches of `stream` from batch `start` (with `correct`/`n` counted before it).
-
-  `on_batch(i, state, correct, n)` is called after batch i (the checkpoint hook); returns (accuracy, n).
-  """
+  """Runs `update` over the batches of `stream` from batch `start` (with `total`/`n` summed
+  before it); `metric(logits, labels)` gives per-example values (B,) (accuracy: hits; segmentation:
+  per-image Dice). `on_batch(i, state, total, n)` is called after batch i (the checkpoint hook);
+  returns (the metric's mean over examples, n)."""
   batches = (
     stream.batches(start)
     if isinstance(stream, stream_lib.Stream)  # skipped batches not gathered
@@ -119,29 +127,38 @@ def run_stream(
   )
   for i, batch in enumerate(batches, start):
     state, logits, info = update(state, jnp.asarray(batch['image']))
-    hit = np.asarray(jnp.argmax(logits, -1)) == batch['label']
-    correct += int(hit.sum())
-    n += len(hit)
+    values = np.asarray(metric(logits, jnp.asarray(batch['label'])), np.float64)
+    total += float(values.sum())
+    n += len(values)
     if trace is not None:
-      vals = _trace_values(info)
-      if vals:
-        dom = collections.Counter(batch['domain'].tolist()).most_common(1)[0][0]
-        trace.write(dict(meta, batch=i, domain=dom, acc=float(hit.mean()), **vals))
+      dom = collections.Counter(batch['domain'].tolist()).most_common(1)[0][0]
+      score = {metric_name: round(float(values.mean()), 6)}
+      trace.write(dict(meta, batch=i, domain=dom, **score, **trace_values(info)))
     if on_batch is not None:
-      state = on_batch(i, state, correct, n)
-  return correct / max(n, 1), n
+      state = on_batch(i, state, total, n)
+  return total / max(n, 1), n
 
 
 def run_stream_resumable(
-  update, init_state, stream, *, stream_dir: str, name: str, meta: dict, checkpoint_every: int
+  update,
+  init_state,
+  stream,
+  *,
+  stream_dir: str,
+  name: str,
+  meta: dict,
+  checkpoint_every: int,
+  metric=accuracy,
+  metric_name: str = 'accuracy',
 ) -> tuple[dict, str]:
   """One (method, stream) pair as an `io.loop.ItemLoop` over its batches: checkpointed every
-  `checkpoint_every` batches under `stream_dir/name/` (merging state, batches done, correct, n) and
-  finished into `stream_dir/name.json`.
+  `checkpoint_every` batches under `stream_dir/name/` (merging state, batches done, the metric's
+  running sum, n) and finished into `stream_dir/name.json`.
 
   A run killed at any point and started again continues from the last checkpoint; its trace
-  (`stream_dir/name.jsonl`) is trimmed to the checkpoint, so the result and trace equal an
-  uninterrupted run's. Returns ({accuracy, n, skipped}, trace path).
+  (`stream_dir/name.jsonl`: per batch the metric, majority domain, coefficients) is trimmed to the
+  checkpoint, so the result and trace equal an uninterrupted run's. Returns ({<metric_name>, n,
+  skipped}, trace path).
   """
   log_path = os.path.join(stream_dir, f'{name}.jsonl')
   items = loop.ItemLoop(
@@ -157,27 +174,29 @@ def run_stream_resumable(
   if items.finished:
     return items.result(), log_path
   state, extra = items.restore(init_state())
-  correct, n = int(extra.get('correct', 0)), int(extra.get('n', 0))
+  total, n = float(extra.get('total', 0.0)), int(extra.get('n', 0))
   # Updates skipped for a non-finite loss or gradient (Tent, AdaMerging; 0 for forward-only methods).
   skipped = [int(np.asarray(getattr(state, 'skipped', 0)))]
 
-  def on_batch(i, state, correct, n):
-    items.save(i + 1, state, extra={'batches_done': i + 1, 'correct': correct, 'n': n})
+  def on_batch(i, state, total, n):
+    items.save(i + 1, state, extra={'batches_done': i + 1, 'total': total, 'n': n})
     skipped[0] = int(np.asarray(getattr(state, 'skipped', 0)))
     return state
 
-  acc, n = run_stream(
+  value, n = run_stream(
     update,
     state,
     stream,
+    metric=metric,
+    metric_name=metric_name,
     trace=items.log,
     meta=meta,
     start=items.start,
-    correct=correct,
+    total=total,
     n=n,
     on_batch=on_batch,
   )
-  return items.finish({'accuracy': acc, 'n': n, 'skipped': skipped[0]}), log_path
+  return items.finish({metric_name: value, 'n': n, 'skipped': skipped[0]}), log_path
 
 
 def validate(config: Any) -> None:

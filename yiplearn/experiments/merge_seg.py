@@ -41,7 +41,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -55,7 +54,7 @@ from yiplearn.experiments import (
   train_experts,
 )
 from yiplearn.experiments import seeds as seeds_lib
-from yiplearn.io import files, loop, tables
+from yiplearn.io import files, tables
 from yiplearn.merging import segmentation
 from yiplearn.merging import tree as tr
 
@@ -144,46 +143,6 @@ def build_methods(config: Any, fam, data: dict) -> dict:
   return out
 
 
-def _trace_values(info: dict) -> dict:
-  out = {}
-  for k in ('lam_enc', 'lam_head', 'lam', 'weights'):
-    if k in info:
-      out[k] = np.round(np.asarray(info[k], np.float64), 4).tolist()
-  return out
-
-
-def run_stream(update, init_state, stream, *, directory: str, meta: dict, every: int) -> dict:
-  """One (method, stream) pair through `io.loop.ItemLoop`: {'dice', 'n', 'skipped'}; its per-batch
-  trace is `directory + '.jsonl'` (batch Dice, coefficients, majority domain)."""
-  lp = loop.ItemLoop(
-    directory,
-    len(stream),
-    every=every,
-    desc=f'{meta["target"]}/{meta["method"]}/{meta["stream"]} batches',
-    done_path=directory + '.json',
-    log_path=directory + '.jsonl',
-    log_key='batch',
-  )
-  if lp.finished:
-    return lp.result()
-  state, extra = lp.restore(init_state())
-  dice_sum, n = float(extra.get('dice_sum', 0.0)), int(extra.get('n', 0))
-  batches = stream.batches(lp.start)
-  for i in lp:
-    batch = next(batches)
-    state, logits, info = update(state, jnp.asarray(batch['image']))
-    d = np.asarray(segmentation.dice(logits, jnp.asarray(batch['label'])), np.float64)
-    dice_sum += float(d.sum())
-    n += len(d)
-    dom = collections.Counter(batch['domain'].tolist()).most_common(1)[0][0]
-    lp.log.write(
-      dict(meta, batch=i, domain=dom, dice=round(float(d.mean()), 6), **_trace_values(info))
-    )
-    lp.save(i + 1, state, extra={'dice_sum': dice_sum, 'n': n})
-  skipped = int(np.asarray(getattr(state, 'skipped', 0)))
-  return lp.finish({'dice': dice_sum / max(n, 1), 'n': n, 'skipped': skipped})
-
-
 def target_data(data: dict, target: str) -> dict:
   """The target's images are all unseen: its stream uses every split of it."""
   out = dict(data)
@@ -217,13 +176,16 @@ def run_target(config: Any, data: dict, num_classes: int, target: str, workdir: 
     update = jax.jit(method.update, donate_argnums=0)
     for sname, stream in streams.items():
       meta = {'seed': int(config.seed), 'target': target, 'stream': sname, 'method': mname}
-      res = run_stream(
+      res, _ = merge_online.run_stream_resumable(
         update,
         lambda method=method: method.init(experts, base),
         stream,
-        directory=os.path.join(dirs['streams'], f'{mname}__{sname}'),
+        stream_dir=dirs['streams'],
+        name=f'{mname}__{sname}',
         meta=meta,
-        every=int(config.checkpoint_every),
+        checkpoint_every=int(config.checkpoint_every),
+        metric=segmentation.dice,
+        metric_name='dice',
       )
       rows.append(dict(meta, dice=res['dice'], n=res['n'], skipped=res['skipped']))
   for sname in streams:
