@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
-import jax
-import pytest
+# One persistent XLA cache for the session, set before jax is imported: in-process tests and the
+# subprocesses they launch (launch_runs.env passes it on) compile a program the suite has already
+# compiled once only. Results do not depend on it (tests/test_determinism.py runs with it).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='yiplearn_test_xla_cache_')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Faster PRNG compilation on CPU (the non-partitionable threefry lowers to much smaller programs; model
 # initialisation in the end-to-end tests compiles 3-4x faster). Tests check invariants and references,

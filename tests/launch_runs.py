@@ -48,7 +48,7 @@ def env(base: pathlib.Path) -> dict[str, str]:
   e.update(
     YIPLEARN_DATA_DIR=str(base / 'data'),
     JAX_PLATFORMS='cpu',
-    JAX_COMPILATION_CACHE_DIR=str(base / 'xla_cache'),
+    JAX_COMPILATION_CACHE_DIR=os.environ.get('JAX_COMPILATION_CACHE_DIR', str(base / 'xla_cache')),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
     PYTHONPATH=str(REPO),
@@ -122,11 +122,28 @@ def _has_checkpoint(workdir: pathlib.Path) -> bool:
   return streams.is_dir() and any(p.name.isdigit() for p in streams.glob('**/*') if p.is_dir())
 
 
+def _records(workdir: pathlib.Path) -> int:
+  """Complete lines in the per-item logs of the streams (one per image or batch done)."""
+  n = 0
+  for path in (workdir / 'streams').glob('**/*.jsonl'):
+    try:
+      n += path.read_bytes().count(b'\n')
+    except FileNotFoundError:  # replaced by an atomic rewrite meanwhile
+      pass
+  return n
+
+
 def launch_and_kill(
-  args: list[str], workdir: pathlib.Path, base: pathlib.Path, seed: int, max_delay_s: float
+  args: list[str],
+  workdir: pathlib.Path,
+  base: pathlib.Path,
+  seed: int,
+  after_records: int,
+  max_delay_s: float,
 ) -> dict:
-  """Starts the experiment, waits for its first stream checkpoint, then SIGKILLs it after a seeded
-  random delay in [0, max_delay_s). Returns what happened (delay, whether it was still running)."""
+  """Starts the experiment, waits until its streams have logged `after_records` items, then
+  SIGKILLs it after a seeded random delay in [0, max_delay_s) (a point inside the next items,
+  however fast the machine). Returns what happened (delay, whether it was still running)."""
   delay = random.Random(seed).uniform(0.0, max_delay_s)
   t0 = time.monotonic()
   proc = subprocess.Popen(
@@ -139,8 +156,10 @@ def launch_and_kill(
   )
   try:
     deadline = time.monotonic() + 600
-    while not _has_checkpoint(workdir) and proc.poll() is None and time.monotonic() < deadline:
-      time.sleep(0.05)
+    while _records(workdir) < after_records and proc.poll() is None:
+      if time.monotonic() > deadline:
+        break
+      time.sleep(0.01)
     time.sleep(delay)
     running = proc.poll() is None
     if running:
@@ -158,6 +177,7 @@ def launch_and_kill(
     'killed': running,
     'returncode': proc.returncode,
     'after_s': round(time.monotonic() - t0, 1),
+    'records': _records(workdir),
     'finished_streams': finished,
   }
   print(f'SIGKILL {workdir.name}: {info}')

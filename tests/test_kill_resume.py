@@ -12,16 +12,20 @@ def base(tmp_path_factory):
   return lr.root(tmp_path_factory)
 
 
-@pytest.mark.parametrize('name,seed,max_delay_s', [('adapt', 6, 1.5), ('merge', 7, 1.0)])
-def test_killed_run_resumes_to_identical_results(base, tmp_path, name, seed, max_delay_s):
+# Killed after 2 of the 6 images (one stream) or 5 of the 16 batches (two streams), plus a delay.
+@pytest.mark.parametrize(
+  'name,seed,records,max_delay_s', [('adapt', 6, 2, 0.1), ('merge', 7, 5, 0.2)]
+)
+def test_killed_run_resumes_to_identical_results(base, tmp_path, name, seed, records, max_delay_s):
   args = lr.adapt_args(base) if name == 'adapt' else lr.merge_args(base)
   ref = lr.reference(args, name, base)
   workdir = tmp_path / 'killed'
-  info = lr.launch_and_kill(args, workdir, base, seed, max_delay_s)
-  if info['killed']:  # the kill left no results behind, only checkpoints and partial stream logs
-    assert not (
-      workdir / 'results' / ('interactive_all.json' if name == 'adapt' else 'merge_summary.json')
-    ).exists()
+  info = lr.launch_and_kill(args, workdir, base, seed, records, max_delay_s)
+  # Killed mid-stream: no results behind, only checkpoints and partial stream logs.
+  assert info['killed'] and info['records'] < (6 if name == 'adapt' else 16), info
+  assert not (
+    workdir / 'results' / ('interactive_all.json' if name == 'adapt' else 'merge_summary.json')
+  ).exists()
   lr.launch(args, workdir, base)  # the same command again: resumes
   files = lr.assert_same_files(ref, workdir)
   if name == 'adapt':
