@@ -10,7 +10,7 @@ import tempfile
 
 # One persistent XLA cache for the session, set before jax is imported: in-process tests and the
 # subprocesses they launch (launch_runs.env passes it on) compile a program the suite has already
-# compiled once only. Results do not depend on it (tests/test_determinism.py runs with it).
+# compiled once only. Results do not depend on it (tests/test_kill_resume.py compares runs byte for byte with it).
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache = tempfile.mkdtemp(prefix='yiplearn_test_xla_cache_')
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)

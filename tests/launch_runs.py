@@ -1,4 +1,4 @@
-"""Helpers of the subprocess tests (test_kill_resume.py, test_determinism.py): tiny launch commands,
+"""Helpers of the subprocess tests (test_kill_resume.py, test_merge_seg.py): tiny launch commands,
 a pre-trained click model made in-process, a persistent XLA cache shared by every subprocess of the
 session (only the first run of a config compiles) and byte-level snapshots of the results files."""
 
@@ -125,11 +125,13 @@ def _has_checkpoint(workdir: pathlib.Path) -> bool:
 def _records(workdir: pathlib.Path) -> int:
   """Complete lines in the per-item logs of the streams (one per image or batch done)."""
   n = 0
-  for path in (workdir / 'streams').glob('**/*.jsonl'):
-    try:
-      n += path.read_bytes().count(b'\n')
-    except FileNotFoundError:  # replaced by an atomic rewrite meanwhile
-      pass
+  for folder, _, names in os.walk(workdir / 'streams'):  # checkpoint folders come and go meanwhile
+    for name in names:
+      if name.endswith('.jsonl'):
+        try:
+          n += pathlib.Path(folder, name).read_bytes().count(b'\n')
+        except FileNotFoundError:  # replaced by an atomic rewrite meanwhile
+          pass
   return n
 
 

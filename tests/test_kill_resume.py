@@ -1,5 +1,7 @@
 """A run killed with SIGKILL mid-stream and started again with the same command finishes with results
-byte-identical to an uninterrupted run's (adapt_interactive and merge_online, real subprocesses)."""
+byte-identical to an uninterrupted run's in another workdir (adapt_interactive and merge_online, real
+subprocesses): every file under results/ and per_click.jsonl; so the same config and seed give the same
+bytes, and timings live outside results/ (timing.json, metrics.jsonl)."""
 
 import json
 
@@ -33,7 +35,12 @@ def test_killed_run_resumes_to_identical_results(base, tmp_path, name, seed, rec
     assert [(r['method'], r['index']) for r in records] == [
       (m, i) for m in ('pi_mi',) for i in range(6)
     ]
+    rows = json.loads(files['results/interactive_camera_c.json'])['rows']
+    assert all('s_per_image' not in r for r in rows)  # timings are not results
+    timing = json.loads((workdir / 'timing.json').read_text())
+    assert [t['method'] for t in timing] == ['pi_mi'] and all(t['s_per_image'] > 0 for t in timing)
   else:
+    assert {'results/merge_accuracy.csv', 'results/merge_summary.json'} <= set(files)
     trace = [json.loads(l) for l in files['results/lambda_trace.jsonl'].decode().splitlines()]
     assert [(r['method'], r['batch']) for r in trace] == [
       (m, i) for m in ('adamerging_task', 'eam') for i in range(8)
