@@ -11,7 +11,7 @@ class Linear:
   def encode(self, v, x, train=False):
     return x
 
-  def head(self, v, f):
+  def head(self, v, f, train=False):
     return f @ v['params']['head']['w']
 
 

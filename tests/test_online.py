@@ -21,7 +21,7 @@ class Toy:
   def encode(self, v, x, train=False):
     return x @ v['params']['encoder']['w']
 
-  def head(self, v, f):
+  def head(self, v, f, train=False):
     return f @ v['params']['head']['w'] + v['params']['head']['b']
 
 

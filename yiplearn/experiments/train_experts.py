@@ -97,7 +97,7 @@ def make_train_step(model, weight_decay: float = 0.0, mesh=None):
   def loss_fn(params, variables, x, y):
     v = dict(variables, params=params)
     feats, new_v = model.encode_with_updates(v, x)
-    logits = model.head(new_v, feats)
+    logits = model.head(new_v, feats, train=True)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     if logits.ndim == 4:  # segmentation: + soft Dice of the foreground classes
       loss = loss + losses.dice_loss(logits, y, logits.shape[-1])

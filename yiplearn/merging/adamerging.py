@@ -96,7 +96,7 @@ def adamerging(
 
   def forward(base, tau, lam, x):
     v = merged(base, tau, lam)
-    return model.head(v, model.encode(v, x, train=bn_batch))
+    return model.head(v, model.encode(v, x, train=bn_batch), train=bn_batch)
 
   def update(state: AdaMergingState, x: jax.Array):
     loss_fn = lambda lam: entropy_score(forward(state.base, state.tau, lam, x), marginal_weight)

@@ -34,7 +34,8 @@ class EnsembleState(NamedTuple):
 
 def expert_logits(model, experts: PyTree, x: jax.Array, bn_mode: str = 'merge') -> jax.Array:
   """Logits (K, B, C) of every stacked expert on x (vmapped over the expert axis)."""
-  fwd = lambda v: model.head(v, model.encode(v, x, train=bn_mode == 'batch'))
+  train = bn_mode == 'batch'
+  fwd = lambda v: model.head(v, model.encode(v, x, train=train), train=train)
   return jax.vmap(fwd)(experts)
 
 

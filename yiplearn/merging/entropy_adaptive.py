@@ -71,11 +71,6 @@ def entropy_scorer(marginal_weight: float = 0.0) -> Scorer:
   return Scorer(lambda logits: entropy_score(logits, marginal_weight), lambda scores: scores)
 
 
-def _head(model, variables: PyTree, feats: PyTree, train: bool) -> jax.Array:
-  # A head with its own BatchNorm layers (a U-Net's decoder path) runs on batch statistics too.
-  return model.head(variables, feats, train=True) if train else model.head(variables, feats)
-
-
 def _map(fn, xs: jax.Array, chunk_size: int):
   return jax.lax.map(fn, xs, batch_size=min(chunk_size, xs.shape[0]))
 
@@ -120,7 +115,7 @@ def score_candidates(
       enc = tr.merge(enc_b, enc_t, bn.merge_coefficients(enc_b, scale * lam))
       head = tr.merge(head_b, head_t, bn.merge_coefficients(head_b, scale * lam))
       v = prepare(tr.combine(enc, head if fixed_head is None else fixed_head))
-      return scorer.stats(_head(model, v, model.encode(v, x, train=bn_batch), bn_batch))
+      return scorer.stats(model.head(v, model.encode(v, x, train=bn_batch), train=bn_batch))
 
     return _map(one, cands, chunk_size)
 
@@ -252,14 +247,14 @@ def entropy_adaptive(
       cands_h = all_cands(state.lam_head)
 
       def head_stats(lam):
-        return scorer.stats(_head(model, head_at(lam), feats, bn_batch))
+        return scorer.stats(model.head(head_at(lam), feats, train=bn_batch))
 
       h_head = scorer.reduce(_map(head_stats, cands_h, chunk_size))
       lam_head = choose(h_head, cands_h, state.lam_head, state.step)
     else:
       h_head, lam_head = h_enc, lam_enc
     # 4. predict with the single merged model.
-    logits = _head(model, head_at(lam_head), feats, bn_batch)
+    logits = model.head(head_at(lam_head), feats, train=bn_batch)
     new_state = EntropyAdaptiveState(state.base, state.tau, lam_enc, lam_head, state.step + 1)
     info = {
       'lam_enc': lam_enc,

@@ -8,7 +8,8 @@ Every online method is an `(init, update)` pair closing over its hyper-parameter
 `update` is pure and jittable (jit it with `donate_argnums=0`; `init` copies its inputs with
 `copy_tree`, so donation never invalidates the caller's arrays). `model` is any object with
 `encode(variables, x, train) -> (B, D)` reading only encoder leaves and
-`head(variables, feats) -> (B, C)` reading only head leaves (see `yiplearn.models.classifier`).
+`head(variables, feats, train) -> (B, C)` reading only head leaves (see `yiplearn.models.classifier`;
+`train`: batch statistics in a head that has them, such as a U-Net's decoder path).
 
 Implementations: `entropy_adaptive` (yiplearn.merging.entropy_adaptive), `adamerging`, `tent`,
 `ensemble.output_ensemble` and `fixed_model` below (a static merge or one expert);
@@ -110,7 +111,9 @@ def fixed_model(
     return FixedState(copy_tree(v), jnp.zeros((), jnp.int32))
 
   def update(state, x):
-    logits = model.head(state.variables, model.encode(state.variables, x, train=bn_mode == 'batch'))
+    train = bn_mode == 'batch'
+    v = state.variables
+    logits = model.head(v, model.encode(v, x, train=train), train=train)
     return (
       FixedState(state.variables, state.step + 1),
       logits,

@@ -79,8 +79,12 @@ class SegmentationModel:
     """Training-mode features and the variables (BatchNorm statistics updated by the full model)."""
     if 'batch_stats' not in variables:
       return self.encode(variables, x, train=True), variables
-    _, upd = self.unet.apply(variables, x, train=True, mutable=['batch_stats'])
-    return self.encode(variables, x, train=True), dict(variables, batch_stats=upd['batch_stats'])
+    feats, enc = self.unet.apply(variables, x, True, part='encoder', mutable=['batch_stats'])
+    _, dec = self.unet.apply(variables, feats, True, part='decoder', mutable=['batch_stats'])
+    # Each pass returns the whole collection, updated on its own path only.
+    names = set(decoder_names(self.depth))
+    stats = {k: (dec if k in names else enc)['batch_stats'][k] for k in variables['batch_stats']}
+    return feats, dict(variables, batch_stats=stats)
 
   def head(self, variables: PyTree, feats: PyTree, train: bool = False) -> jax.Array:
     """Logits (B, H, W, C) float32 of the decoder path on `encode`'s features."""

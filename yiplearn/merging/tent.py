@@ -74,7 +74,7 @@ def tent(
 
     def loss_fn(tr_params):
       v = tr.combine(tr_params, frozen)
-      logits = model.head(v, model.encode(v, x, train=bn_batch))
+      logits = model.head(v, model.encode(v, x, train=bn_batch), train=bn_batch)
       return entropy_score(logits, marginal_weight), logits
 
     def body(carry, i):
